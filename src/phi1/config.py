@@ -1,0 +1,301 @@
+"""Typed run configuration: one TOML file, one section per stage.
+
+Every section is a dataclass; `load_config` turns a TOML file plus ``--set``
+overrides into a validated `PipelineConfig`.  Validation happens before any
+work: unknown keys (with a close-match suggestion), wrong types and
+out-of-range values raise `ConfigError` with one line naming the key.
+
+Constraints live next to the field they constrain, via `option(...)`:
+
+    lr: float = option(1e-3, gt=0, doc="peak learning rate")
+
+This module must stay cheap to import (no torch, no datatrove): the CLI
+validates a config in well under a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+from phi1.sections import (  # noqa: F401  (re-exported: the public config API)
+    ConfigError,
+    ExecutorConfig,
+    RayConfig,
+    RunConfig,
+    SlurmConfig,
+    option,
+)
+from phi1.corpus.config import IngestConfig  # noqa: E402
+from phi1.evaluate.config import ExecuteConfig, GenerateConfig, GradeConfig  # noqa: E402
+from phi1.model.config import ModelConfig, TokenizerConfig  # noqa: E402
+from phi1.quality.config import (  # noqa: E402
+    AnnotateConfig,
+    ClassifierConfig,
+    EmbedConfig,
+    FilterConfig,
+)
+from phi1.synth.config import MineConfig  # noqa: E402
+from phi1.train.config import FinetuneConfig, PretrainConfig, TokenizeConfig  # noqa: E402
+
+
+@dataclass
+class PipelineConfig:
+    """The whole run: one attribute per TOML section."""
+
+    run: RunConfig = option(default_factory=RunConfig)
+    ingest: IngestConfig = option(default_factory=IngestConfig)
+    annotate: AnnotateConfig = option(default_factory=AnnotateConfig)
+    embed: EmbedConfig = option(default_factory=EmbedConfig)
+    classifier: ClassifierConfig = option(default_factory=ClassifierConfig)
+    filter: FilterConfig = option(default_factory=FilterConfig)
+    tokenizer: TokenizerConfig = option(default_factory=TokenizerConfig)
+    tokenize: TokenizeConfig = option(default_factory=TokenizeConfig)
+    mine: MineConfig = option(default_factory=MineConfig)
+    model: ModelConfig = option(default_factory=ModelConfig)
+    pretrain: PretrainConfig = option(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = option(default_factory=FinetuneConfig)
+    generate: GenerateConfig = option(default_factory=GenerateConfig)
+    execute: ExecuteConfig = option(default_factory=ExecuteConfig)
+    grade: GradeConfig = option(default_factory=GradeConfig)
+
+    # Where the config came from; not a TOML key.
+    source: str = field(default="<defaults>", compare=False, repr=False, metadata={"internal": True})
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.root) / self.run.name
+
+    def section(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def section_hash(self, *names: str) -> str:
+        """Stable hash of the named sections (what a stage's manifest records)."""
+        payload = {n: to_dict(getattr(self, n)) for n in names}
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
+    """Read a TOML config, apply ``key.path=value`` overrides, validate, build."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.exists():
+            raise ConfigError(f"config file not found: {p}")
+        if p.is_dir():
+            raise ConfigError(f"config path is a directory, not a TOML file: {p}")
+        try:
+            raw = p.read_bytes()
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p} is not a config: not UTF-8 text (expected a TOML file)") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{p} is not a valid TOML config: {e}") from None
+        if not data:
+            raise ConfigError(f"{p} is not a config: it defines no sections")
+    for item in overrides:
+        _apply_override(data, item)
+    try:
+        cfg = from_dict(PipelineConfig, data, where="")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    cfg.source = source
+    return cfg
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"--set: bad key {key!r}")
+    # Validate the path against the schema so a typo is caught with a suggestion.
+    cls: Any = PipelineConfig
+    for i, part in enumerate(parts):
+        hints = _hints(cls)
+        if part not in hints:
+            where = ".".join(parts[:i]) or "<top level>"
+            raise ConfigError(f"--set {key}: unknown key {part!r} in [{where}]{_suggest(part, hints)}")
+        cls = _unwrap_optional(hints[part])
+        if i < len(parts) - 1 and not dataclasses.is_dataclass(cls):
+            if get_origin(cls) is dict:
+                break
+            raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
+    value = _parse_override_value(raw.strip())
+    node = data
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {key}: {part} is not a table in the config file")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _parse_override_value(raw: str) -> Any:
+    """Parse VALUE as a TOML value; bare words are strings (``--set run.name=try1``)."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _hints(cls: Any) -> dict[str, Any]:
+    hints = get_type_hints(cls)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(cls)
+        if f.init and not f.metadata.get("internal")
+    }
+
+
+def _suggest(name: str, candidates: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def from_dict(cls: Any, data: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from a TOML table, validating every key."""
+    label = f"[{where}]" if where else "the config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a table, got {type(data).__name__}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in hints:
+            if not where:
+                raise ConfigError(
+                    f"unknown section [{key}]{_suggest(key, hints)}; a phi1 config has sections: "
+                    + ", ".join(hints)
+                )
+            raise ConfigError(f"unknown key {key!r} in {label}{_suggest(key, hints)}")
+        dotted = f"{where}.{key}" if where else key
+        kwargs[key] = _coerce(hints[key], value, dotted)
+        _check_range(fields[key], kwargs[key], dotted)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{label}: {e}") from None
+
+
+def _check_range(f: dataclasses.Field, value: Any, dotted: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    m = f.metadata
+    for op, ok, word in (
+        ("ge", lambda v, b: v >= b, ">="),
+        ("gt", lambda v, b: v > b, ">"),
+        ("le", lambda v, b: v <= b, "<="),
+        ("lt", lambda v, b: v < b, "<"),
+    ):
+        bound = m.get(op)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{dotted} = {value!r} is out of range: must be {word} {bound}")
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, dotted: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, dotted)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{dotted}: {value!r} does not match {tp}")
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{dotted} = {value!r} is not one of {', '.join(map(repr, choices))}{hint}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, dotted)
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ConfigError(f"{dotted} must be a list, got {type(value).__name__} {value!r}")
+        (item_tp, *_rest) = get_args(tp) or (Any,)
+        return [_coerce(item_tp, v, f"{dotted}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{dotted} must be a table, got {type(value).__name__} {value!r}")
+        _k, v_tp = get_args(tp) or (str, Any)
+        return {str(k): _coerce(v_tp, v, f"{dotted}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:  # pragma: no cover - schema error, not user error
+        raise ConfigError(f"{dotted}: unsupported field type {tp}")
+    raise ConfigError(f"{dotted} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+def to_dict(obj: Any) -> Any:
+    """A section as plain data (for hashing, manifests and `phi1 stages`)."""
+    if dataclasses.is_dataclass(obj):
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if not f.metadata.get("internal")
+        }
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj

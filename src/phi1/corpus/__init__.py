@@ -1,0 +1,1 @@
+"""Corpus ingestion: sources, cleaning filters and deduplication, as datatrove steps."""

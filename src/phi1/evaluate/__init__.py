@@ -1,0 +1,1 @@
+"""HumanEval evaluation: problems, generation, sandboxed execution, pass@k, LLM grading."""

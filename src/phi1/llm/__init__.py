@@ -1,0 +1,1 @@
+"""OpenAI-compatible LLM client shared by every stage that calls a model endpoint."""

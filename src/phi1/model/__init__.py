@@ -1,0 +1,1 @@
+"""The phi-1 model: presets (PhiForCausalLM configurations) and the tokenizer."""

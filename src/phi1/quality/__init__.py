@@ -1,0 +1,1 @@
+"""Quality filtering (paper section 2.1): annotate, embed, classifier, filter."""

@@ -1,0 +1,99 @@
+"""Building blocks of the typed config: `option`, `ConfigError`, and the
+sections shared by several stages (run, executors).
+
+Stage packages define their own sections in ``<package>/config.py`` with
+these; `phi1.config` assembles them into `PipelineConfig` and loads TOML.
+Cheap to import: no torch, no datatrove.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+class ConfigError(ValueError):
+    """A configuration problem; its message is one line naming the key."""
+
+
+_MISSING = dataclasses.MISSING
+
+
+def option(
+    default: Any = _MISSING,
+    *,
+    default_factory: Any = _MISSING,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    doc: str = "",
+) -> Any:
+    """A dataclass field with range constraints checked by the loader."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "doc": doc}
+    if default_factory is not _MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    if isinstance(default, (list, dict, set)):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --------------------------------------------------------------------------- sections
+# Sections shared by several stages live here; stage-specific sections live in
+# their package's ``config`` module and are assembled in `PipelineConfig`.
+
+
+@dataclass
+class RunConfig:
+    """Where a run lives: ``<root>/<name>/<stage>/``."""
+
+    root: str = option("runs", doc="directory holding runs")
+    name: str = option("demo", doc="run name (a folder under root)")
+    seed: int = option(0, ge=0, doc="global seed; stages derive theirs from it")
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name or self.name in {".", ".."}:
+            raise ValueError(f"name must be a plain folder name, got {self.name!r}")
+
+
+@dataclass
+class SlurmConfig:
+    """Options passed to datatrove's SlurmPipelineExecutor."""
+
+    partition: str = option("", doc="slurm partition (required for kind='slurm')")
+    time: str = option("24:00:00", doc="per-job time limit")
+    cpus_per_task: int = option(1, ge=1)
+    mem_per_cpu_gb: int = option(2, ge=1)
+    qos: str = option("normal")
+    max_array_launch_parallel: bool = option(False)
+    sbatch_args: dict[str, str] = option(default_factory=dict, doc="extra #SBATCH options")
+    env_command: str = option("", doc="shell line run before each job, e.g. activating the venv")
+
+
+@dataclass
+class RayConfig:
+    """Options passed to datatrove's RayPipelineExecutor."""
+
+    address: str = option("", doc="ray cluster address ('' = ray.init() defaults / local)")
+    cpus_per_task: int = option(1, ge=1)
+    mem_per_cpu_gb: int = option(2, ge=1)
+
+
+@dataclass
+class ExecutorConfig:
+    """Which datatrove executor runs a corpus-scale stage, and how wide."""
+
+    kind: Literal["local", "slurm", "ray"] = option("local")
+    tasks: int = option(2, ge=1, doc="number of datatrove tasks (shards of the work)")
+    workers: int = option(2, ge=-1, doc="tasks run at once (-1 = all tasks); local and ray")
+    slurm: SlurmConfig = option(default_factory=SlurmConfig)
+    ray: RayConfig = option(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        if self.workers == 0:
+            raise ValueError("workers must be >= 1 or -1 (all tasks at once)")
+        if self.kind == "slurm" and not self.slurm.partition:
+            raise ValueError("kind='slurm' needs slurm.partition")
+
+

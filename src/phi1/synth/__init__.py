@@ -1,0 +1,1 @@
+"""Exercise and textbook data: CodeExercises records (mined now, synthetic later)."""

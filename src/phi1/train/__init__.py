@@ -1,0 +1,1 @@
+"""Tokenization/packing, the training loop (pretrain, finetune), checkpoints, export."""
