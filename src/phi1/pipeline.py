@@ -91,15 +91,16 @@ STAGES: tuple[StageSpec, ...] = (
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
-def get_stage(name: str) -> StageSpec:
-    for s in STAGES:
+def get_stage(name: str, stages: tuple[StageSpec, ...] = STAGES) -> StageSpec:
+    for s in stages:
         if s.name == name:
             return s
     import difflib
 
-    close = difflib.get_close_matches(name, STAGE_NAMES, n=1)
+    names = [s.name for s in stages]
+    close = difflib.get_close_matches(name, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise Phi1Error(f"unknown stage {name!r}{hint}; stages: {', '.join(STAGE_NAMES)}")
+    raise Phi1Error(f"unknown stage {name!r}{hint}; stages: {', '.join(names)}")
 
 
 # --------------------------------------------------------------------------- context
@@ -127,10 +128,12 @@ class StageContext:
     rank: int = 0
     world_size: int = 1
     echo: Callable[[str], None] = print
+    spec: StageSpec | None = None
 
     @property
     def section(self) -> Any:
-        return self.config.section(get_stage(self.name).sections[0])
+        spec = self.spec or get_stage(self.name)
+        return self.config.section(spec.sections[0])
 
     @property
     def is_main(self) -> bool:
@@ -203,8 +206,9 @@ class StageStatus:
 class RunDirectory:
     """The folder of one run and the state of its stages."""
 
-    def __init__(self, config: PipelineConfig):
+    def __init__(self, config: PipelineConfig, stages: tuple[StageSpec, ...] = STAGES):
         self.config = config
+        self.stages = stages
         self.path = config.run_dir
 
     def stage_dir(self, name: str) -> Path:
@@ -225,7 +229,7 @@ class RunDirectory:
     def statuses(self) -> list[StageStatus]:
         self.recover()
         out: dict[str, StageStatus] = {}
-        for spec in STAGES:
+        for spec in self.stages:
             out[spec.name] = self.status(spec, out)
         return list(out.values())
 
@@ -254,7 +258,7 @@ class RunDirectory:
         """Finish a swap interrupted between its two renames; drop stale leftovers."""
         if not self.path.exists():
             return
-        for spec in STAGES:
+        for spec in self.stages:
             final, partial = self.stage_dir(spec.name), self.partial_dir(spec.name)
             if not final.exists() and read_manifest(partial).get("status") == "done":
                 os.replace(partial, final)
@@ -285,9 +289,11 @@ def _dist_env() -> tuple[int, int]:
 class Pipeline:
     """Runs stages in order, skipping the current ones."""
 
-    def __init__(self, config: PipelineConfig, echo: Callable[[str], None] = print):
+    def __init__(self, config: PipelineConfig, echo: Callable[[str], None] = print,
+                 stages: tuple[StageSpec, ...] = STAGES):
         self.config = config
-        self.rundir = RunDirectory(config)
+        self.stages = stages
+        self.rundir = RunDirectory(config, stages)
         self.echo = echo
         self.rank, self.world_size = _dist_env()
 
@@ -296,15 +302,15 @@ class Pipeline:
             self.echo(msg)
 
     def select(self, only: list[str] | None, start: str | None) -> list[StageSpec]:
-        names = [get_stage(n).name for n in (only or [])]
+        names = [get_stage(n, self.stages).name for n in (only or [])]
         if start:
-            get_stage(start)
+            get_stage(start, self.stages)
         if names:
-            return [s for s in STAGES if s.name in names]
+            return [s for s in self.stages if s.name in names]
         if start:
-            idx = STAGE_NAMES.index(start)
-            return list(STAGES[idx:])
-        return list(STAGES)
+            idx = [s.name for s in self.stages].index(start)
+            return list(self.stages[idx:])
+        return list(self.stages)
 
     def run(self, only: list[str] | None = None, start: str | None = None, force: bool = False) -> dict[str, str]:
         """Run the selected stages; returns {stage: outcome}."""
@@ -326,7 +332,8 @@ class Pipeline:
                     self._say(f"{spec.name}: skipped (needs {', '.join(u for u in spec.inputs if u in skipped_upstream)})")
                     continue
                 st = self.rundir.status(spec, {})
-                upstream_bad = [u for u in spec.inputs if self.rundir.status(get_stage(u)).state != "done"]
+                upstream_bad = [u for u in spec.inputs
+                                if self.rundir.status(get_stage(u, self.stages)).state != "done"]
                 if upstream_bad:
                     missing = ", ".join(upstream_bad)
                     raise Phi1Error(
@@ -372,7 +379,7 @@ class Pipeline:
         self._say(f"{spec.name}: running ({why or 'pending'}){' — resuming interrupted attempt' if resumed else ''}")
         fn = spec.load()
         ctx = StageContext(self.config, spec.name, rd.path, partial, resumed,
-                           self.rank, self.world_size, self.echo)
+                           self.rank, self.world_size, self.echo, spec)
         started = time.time()
         result = fn(ctx)
         if result is None:

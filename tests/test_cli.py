@@ -1,0 +1,64 @@
+"""The `phi1` command: help, stages listing, wiring."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from phi1.cli import build_parser, main
+from phi1.pipeline import STAGES
+
+REPO = Path(__file__).resolve().parents[1]
+PHI1 = str(Path(sys.executable).with_name("phi1"))
+
+
+def test_installed_entry_point_help():
+    r = subprocess.run([PHI1, "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    for s in STAGES:
+        assert s.name in r.stdout
+    for cmd in ("run", "stages", "export", "execute"):
+        assert cmd in r.stdout
+
+
+@pytest.mark.parametrize("cmd", ["run", "stages", "export", "execute"] + [s.name for s in STAGES])
+def test_every_subcommand_has_help(cmd, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args([cmd, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: phi1" in out
+    if cmd in {s.name for s in STAGES}:
+        assert "--config" in out and "--set" in out
+
+
+def test_stages_lists_status(tmp_path, capsys):
+    rc = main(["stages", str(REPO / "configs/demo.toml"), "--set", f"run.root={tmp_path}"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    for s in STAGES:
+        assert s.name in out
+    assert "pending" in out
+
+
+def test_stage_subcommand_requires_config(capsys):
+    with pytest.raises(SystemExit):
+        main(["ingest"])
+    assert "--config" in capsys.readouterr().err
+
+
+def test_unknown_stage_in_only_is_one_line_error(tmp_path, capsys):
+    rc = main(["run", str(REPO / "configs/demo.toml"), "--set", f"run.root={tmp_path}", "--only", "ingset"])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "did you mean 'ingest'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_missing_config_is_one_line_error(tmp_path, capsys):
+    rc = main(["run", str(tmp_path / "nope.toml")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert "not found" in err and len(err.splitlines()) == 1

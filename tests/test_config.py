@@ -1,0 +1,107 @@
+"""Typed config: TOML + --set overrides, validation with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from phi1.config import ConfigError, PipelineConfig, load_config
+from phi1.corpus.config import SourceConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = ["demo.toml", "phi-1-small.toml", "phi-1.toml"]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_configs_load_into_typed_objects(name):
+    cfg = load_config(REPO / "configs" / name)
+    assert isinstance(cfg, PipelineConfig)
+    assert isinstance(cfg.ingest.sources[0], SourceConfig)
+    assert cfg.run.name == name.removesuffix(".toml")
+
+
+def test_paper_recipes_carry_paper_numbers():
+    small = load_config(REPO / "configs" / "phi-1-small.toml")
+    big = load_config(REPO / "configs" / "phi-1.toml")
+    assert small.model.preset == "phi-1-small" and big.model.preset == "phi-1"
+    assert big.tokenizer.name == "Salesforce/codegen-350M-mono"
+    assert big.tokenize.seq_len == 2048
+
+
+def test_set_overrides_any_key_type_checked(tmp_path):
+    cfg = load_config(REPO / "configs/demo.toml", ["run.root=" + str(tmp_path), "run.name=try1",
+                                                   "ingest.executor.workers=1", "classifier.threshold=2.5",
+                                                   "ingest.exact_dedup=false"])
+    assert cfg.run_dir == tmp_path / "try1"
+    assert cfg.ingest.executor.workers == 1
+    assert cfg.classifier.threshold == 2.5
+    assert cfg.ingest.exact_dedup is False
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("ingest.bogus_key=1", ["bogus_key", "[ingest]"]),
+        ("ingest.max_bytez=10", ["max_bytez", "did you mean 'max_bytes'"]),
+        ("ingest.max_bytes=-5", ["ingest.max_bytes", ">= 1"]),
+        ("ingest.max_bytes=abc", ["ingest.max_bytes", "must be int"]),
+        ("ingest.executor.kind=slurmm", ["ingest.executor.kind", "did you mean 'slurm'"]),
+        ("classifier.validation_fraction=1.5", ["classifier.validation_fraction", "< 1"]),
+        ("ingest.require_python=maybe", ["ingest.require_python", "must be bool"]),
+        ("nosuchsection.x=1", ["nosuchsection"]),
+        ("run.name=a/b", ["[run]", "plain folder name"]),
+        ("noequals", ["KEY=VALUE"]),
+    ],
+)
+def test_bad_values_fail_naming_the_key(override, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(REPO / "configs/demo.toml", [override])
+    msg = str(e.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg
+
+
+def test_unknown_key_in_file_names_key_and_file(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[ingest]\nmax_bytse = 3\n')
+    with pytest.raises(ConfigError, match=r"c.toml.*'max_bytse'.*did you mean 'max_bytes'"):
+        load_config(p)
+
+
+def test_slurm_needs_partition(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[ingest.executor]\nkind = "slurm"\n')
+    with pytest.raises(ConfigError, match="slurm.partition"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "not found"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not UTF-8"),
+    (b"this is = not [ toml", "not a valid TOML"),
+    (b"", "defines no sections"),
+    (b"[build-system]\nrequires = []\n", "unknown section [build-system]"),
+])
+def test_not_a_config(tmp_path, content, words):
+    p = tmp_path / "x.toml"
+    if content is not None:
+        p.write_bytes(content)
+    with pytest.raises(ConfigError, match=words.replace("[", r"\[")):
+        load_config(p)
+
+
+def test_cli_rejects_bogus_key_fast_with_nonzero_exit():
+    phi1 = Path(sys.executable).with_name("phi1")
+    t0 = time.time()
+    r = subprocess.run([str(phi1), "run", "configs/demo.toml", "--set", "ingest.bogus_key=1"],
+                       cwd=REPO, capture_output=True, text=True, timeout=30)
+    elapsed = time.time() - t0
+    assert r.returncode != 0
+    assert "bogus_key" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert elapsed < 10  # generous for a loaded CI box; the budget is 2 s on an idle one

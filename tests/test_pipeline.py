@@ -1,0 +1,179 @@
+"""Run directory, manifests, skip/resume, staleness, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import toy_stages
+from phi1.config import load_config
+from phi1.errors import Phi1Error
+from phi1.pipeline import Pipeline, RunDirectory, read_manifest
+
+TESTS = Path(__file__).resolve().parent
+
+
+def make_cfg(tmp_path, *overrides):
+    return load_config(None, [f"run.root={tmp_path}", "run.name=t", *overrides])
+
+
+def run(cfg, stages=toy_stages.TOY, **kw):
+    lines = []
+    outcomes = Pipeline(cfg, echo=lines.append, stages=stages).run(**kw)
+    return outcomes, "\n".join(lines)
+
+
+def test_first_run_writes_outputs_and_manifest(tmp_path):
+    cfg = make_cfg(tmp_path)
+    outcomes, _ = run(cfg)
+    assert outcomes == {"count": "ran", "double": "ran"}
+    m = read_manifest(tmp_path / "t" / "count")
+    assert m["status"] == "done"
+    assert m["config_hash"] == cfg.section_hash("annotate")
+    assert m["counts"] == {"items": 5, "computed": 5}
+    assert {"python", "phi1"} <= set(m["versions"])
+    assert m["timings"]["seconds"] >= 0
+    d = read_manifest(tmp_path / "t" / "double")
+    assert d["inputs"] == {"count": m["run_id"]}
+    assert json.loads((tmp_path / "t" / "double" / "double.json").read_text()) == {"double": 10}
+    assert not list((tmp_path / "t").glob("*.partial"))
+
+
+def test_rerun_is_a_noop_that_says_so(tmp_path):
+    cfg = make_cfg(tmp_path)
+    run(cfg)
+    before = read_manifest(tmp_path / "t" / "count")["run_id"]
+    outcomes, text = run(cfg)
+    assert outcomes == {"count": "current", "double": "current"}
+    assert "count: up to date" in text and "skipping" in text
+    assert read_manifest(tmp_path / "t" / "count")["run_id"] == before
+
+
+def test_changed_section_reruns_stage_and_downstream(tmp_path):
+    run(make_cfg(tmp_path))
+    changed = make_cfg(tmp_path, "annotate.samples=7")
+    statuses = {s.name: s.state for s in RunDirectory(changed, toy_stages.TOY).statuses()}
+    assert statuses == {"count": "stale", "double": "stale"}
+    outcomes, _ = run(changed)
+    assert outcomes == {"count": "ran", "double": "ran"}
+
+
+def test_changed_downstream_section_reruns_only_downstream(tmp_path):
+    run(make_cfg(tmp_path))
+    outcomes, _ = run(make_cfg(tmp_path, "classifier.threshold=1.5"))
+    assert outcomes == {"count": "current", "double": "ran"}
+
+
+def test_force_and_from(tmp_path):
+    cfg = make_cfg(tmp_path)
+    run(cfg)
+    assert run(cfg, force=True, only=["double"])[0] == {"double": "ran"}
+    assert run(cfg, start="count")[0] == {"count": "ran", "double": "ran"}
+
+
+def test_only_requires_finished_upstream(tmp_path):
+    with pytest.raises(Phi1Error, match="needs count"):
+        run(make_cfg(tmp_path), only=["double"])
+
+
+def test_failed_stage_leaves_nothing_that_looks_finished(tmp_path):
+    cfg = make_cfg(tmp_path)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(cfg, stages=toy_stages.TOY_FAIL)
+    assert not (tmp_path / "t" / "count").exists()
+    assert (tmp_path / "t" / "count.partial" / "half.txt").exists()
+    assert RunDirectory(cfg, toy_stages.TOY).statuses()[0].state == "pending"
+
+
+def test_failed_rerun_keeps_previous_good_output(tmp_path):
+    cfg = make_cfg(tmp_path)
+    run(cfg)
+    good = read_manifest(tmp_path / "t" / "count")
+    with pytest.raises(RuntimeError):
+        run(make_cfg(tmp_path, "annotate.samples=3"), stages=toy_stages.TOY_FAIL)
+    assert read_manifest(tmp_path / "t" / "count") == good
+    assert len(list((tmp_path / "t" / "count" / "items").glob("*.txt"))) == 5
+
+
+def test_skip_stage_notice_and_dependents_skipped(tmp_path):
+    outcomes, text = run(make_cfg(tmp_path), stages=toy_stages.TOY_SKIP)
+    assert outcomes["skipper"] == "skipped" and outcomes["after"] == "skipped"
+    assert "skipper: skipped: no endpoint configured" in text
+    assert not (tmp_path / "t" / "skipper").exists()
+
+
+def test_interrupted_swap_is_recovered(tmp_path):
+    cfg = make_cfg(tmp_path)
+    run(cfg)
+    # Simulate a crash between the two renames of a re-run: final moved away,
+    # the finished partial not yet renamed into place.
+    t = tmp_path / "t"
+    os.replace(t / "count", t / "count.partial")
+    os.makedirs(t / "count.old-deadbeef")
+    outcomes, _ = run(cfg)
+    assert outcomes["count"] == "current"
+    assert (t / "count" / "manifest.json").exists()
+    assert not (t / "count.old-deadbeef").exists()
+
+
+def test_second_process_on_same_run_is_refused(tmp_path):
+    cfg = make_cfg(tmp_path)
+    rd = RunDirectory(cfg, toy_stages.TOY)
+    with rd.lock():
+        with pytest.raises(Phi1Error, match="another phi1 process"):
+            run(cfg)
+
+
+_DRIVER = """
+import sys, toy_stages
+from phi1.config import load_config
+from phi1.pipeline import Pipeline
+cfg = load_config(None, ["run.root=" + sys.argv[1], "run.name=t"])
+Pipeline(cfg, stages=toy_stages.TOY).run()
+"""
+
+
+def _driver(tmp_path, items, delay):
+    env = dict(os.environ, PYTHONPATH=str(TESTS), TOY_ITEMS=str(items), TOY_DELAY=str(delay))
+    return subprocess.Popen([sys.executable, "-c", _DRIVER, str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_kill_mid_stage_then_resume_without_redoing_work(tmp_path, sig):
+    proc = _driver(tmp_path, items=40, delay=0.05)
+    log = tmp_path / "t" / "count.partial" / "work.log"
+    deadline = time.time() + 30
+    while time.time() < deadline and (not log.exists() or len(log.read_text().split()) < 5):
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    assert not (tmp_path / "t" / "count").exists(), "an interrupted stage must not look finished"
+    done_before = len(log.read_text().split())
+    assert 5 <= done_before < 40
+
+    proc = _driver(tmp_path, items=40, delay=0.0)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "resuming interrupted attempt" in out
+    m = read_manifest(tmp_path / "t" / "count")
+    assert m["resumed"] is True
+    assert m["counts"]["computed"] == 40 - done_before  # finished items were not redone
+    assert len(list((tmp_path / "t" / "count" / "items").glob("*.txt"))) == 40
+    assert read_manifest(tmp_path / "t" / "double")["counts"] == {"double": 80}
+
+
+def test_changed_config_discards_interrupted_attempt(tmp_path):
+    cfg = make_cfg(tmp_path)
+    with pytest.raises(RuntimeError):
+        run(cfg, stages=toy_stages.TOY_FAIL)
+    assert (tmp_path / "t" / "count.partial" / "half.txt").exists()
+    outcomes, text = run(make_cfg(tmp_path, "annotate.samples=9"))
+    assert outcomes["count"] == "ran" and "resuming" not in text
+    assert not (tmp_path / "t" / "count" / "half.txt").exists()
