@@ -354,8 +354,24 @@ class Pipeline:
                     self._say(f"{spec.name}: skipped: {e}")
                     skipped_upstream.add(spec.name)
                     outcomes[spec.name] = "skipped"
-        self._say(f"done in {time.time() - t0:.1f}s: " + ", ".join(f"{k} {v}" for k, v in outcomes.items()))
+        self._print_summary(outcomes, time.time() - t0)
         return outcomes
+
+    def _print_summary(self, outcomes: dict[str, str], seconds: float) -> None:
+        if self.rank != 0:
+            return
+        self._say("")
+        self._say(f"summary — run {self.config.run.name} ({seconds:.1f}s)")
+        for name, outcome in outcomes.items():
+            m = read_manifest(self.rundir.stage_dir(name))
+            secs = m.get("timings", {}).get("seconds")
+            when = "this run" if outcome == "ran" else ("earlier" if outcome == "current" else outcome)
+            head = f"  {name:<10} {when:<8}" + (f" {secs:8.1f}s" if secs is not None and outcome != "skipped" else "")
+            self._say(head)
+            if outcome in ("ran", "current"):
+                for line in m.get("summary", []):
+                    self._say(f"      {line}")
+        self._say(f"outputs: {self.rundir.path}/<stage>/  (manifest.json in each)")
 
     def run_stage(self, spec: StageSpec, why: str = "") -> StageResult:
         rd = self.rundir
