@@ -65,7 +65,7 @@ STAGES: tuple[StageSpec, ...] = (
               fingerprint="phi1.corpus.ingest:fingerprint_sources"),
     StageSpec("annotate", "phi1.quality.annotate:run", ("annotate",), ("ingest",),
               "teacher rates the educational value of a sample"),
-    StageSpec("embed", "phi1.quality.embed:run", ("embed",), ("ingest",),
+    StageSpec("embed", "phi1.quality.embed:run", ("embed",), ("ingest", "annotate"),
               "embed documents (CodeGen / sentence-transformers)"),
     StageSpec("classifier", "phi1.quality.classifier:run", ("classifier",), ("annotate", "embed"),
               "random forest on embeddings -> quality model"),
