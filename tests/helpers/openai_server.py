@@ -363,6 +363,11 @@ def _finish(req: ServerRequest, text: str) -> str:
     return "length" if limit and count_tokens(text) >= int(limit) else "stop"
 
 
+def _bad_key_message(auth: str) -> str:
+    # Real providers quote the key they received; a client must not pass that on.
+    return f"Incorrect API key provided: {auth.removeprefix('Bearer ')}"
+
+
 def _error_body(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
 
@@ -452,7 +457,7 @@ class _Handler(BaseHTTPRequestHandler):
             auth = req.headers.get("authorization", "")
             if auth != f"Bearer {owner.api_key}":
                 req.outcome, req.status = "401", 401
-                self._send_json(401, _error_body("Incorrect API key provided", "invalid_request_error",
+                self._send_json(401, _error_body(_bad_key_message(auth), "invalid_request_error",
                                                  "invalid_api_key"))
                 return
         if "model" not in req.body:
@@ -484,7 +489,7 @@ class _Handler(BaseHTTPRequestHandler):
             req.status = int(kind)
             msg = {"500": "The server had an error while processing your request",
                    "400": "This request is invalid (injected 400)",
-                   "401": "Incorrect API key provided"}[kind]
+                   "401": _bad_key_message(req.headers.get("authorization", ""))}[kind]
             self._send_json(req.status, _error_body(msg, "server_error" if kind == "500" else "invalid_request_error"))
         elif kind == "slow":
             owner._stop.wait(fault.delay)
