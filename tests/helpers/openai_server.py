@@ -223,8 +223,7 @@ class OpenAIServer:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> "OpenAIServer":
-        httpd = ThreadingHTTPServer(("127.0.0.1", self._port), _Handler)
-        httpd.daemon_threads = True  # a slow handler never blocks shutdown
+        httpd = _HTTPServer(("127.0.0.1", self._port), _Handler)
         httpd.owner = self  # type: ignore[attr-defined]
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -370,6 +369,11 @@ def _bad_key_message(auth: str) -> str:
 
 def _error_body(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # a slow handler never blocks shutdown
+    request_queue_size = 256  # the default 5 drops connection bursts from a concurrent client
 
 
 class _Handler(BaseHTTPRequestHandler):
