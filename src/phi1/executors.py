@@ -50,24 +50,29 @@ class _ConsoleGate:
     """A stderr stand-in that drops loguru records below a level.
 
     loguru hands a stream sink a ``Message`` (a str carrying ``.record``);
-    anything else written (tqdm bars, prints) passes through untouched.
+    anything else written (tqdm bars, prints) passes through untouched,
+    unless ``passthrough=False`` (inside tasks: datatrove's own tqdm bars
+    would interleave with the stage's progress).
     Records about a `Phi1Error` are dropped too: the CLI prints that error
     as one line, so a traceback here would only bury it.
     """
 
-    def __init__(self, stream: Any, level: str):
+    def __init__(self, stream: Any, level: str, passthrough: bool = True):
         self._stream = stream
         self._min = logger.level(level).no
+        self._passthrough = passthrough
 
     def write(self, message: str) -> int:
         record = getattr(message, "record", None)
-        if record is not None:
-            if record["level"].no < self._min:
-                return len(message)
-            exc = record.get("exception")
-            if exc is not None and exc.type is not None and issubclass(exc.type, Phi1Error):
-                return len(message)
-        return self._stream.write(message)
+        if record is None:
+            return self._stream.write(message) if self._passthrough else len(message)
+        if record["level"].no < self._min:
+            return len(message)
+        exc = record.get("exception")
+        if exc is not None and exc.type is not None and issubclass(exc.type, Phi1Error):
+            return len(message)
+        # one line per record; a traceback stays in the task's log file
+        return self._stream.write(f"{record['level'].name}: {record['message']}\n")
 
     def flush(self) -> None:
         self._stream.flush()
@@ -80,7 +85,8 @@ class _ConsoleGate:
 
 
 @contextlib.contextmanager
-def quiet_datatrove_console(level: str | None = None, restore: bool = True) -> Iterator[None]:
+def quiet_datatrove_console(level: str | None = None, restore: bool = True,
+                            passthrough: bool = True) -> Iterator[None]:
     """Show only `level`+ datatrove records on the console for the duration.
 
     Used around a whole executor run (main process) and around each task
@@ -92,7 +98,7 @@ def quiet_datatrove_console(level: str | None = None, restore: bool = True) -> I
     """
     level = level or _console_level()
     real = sys.stderr
-    gate = _ConsoleGate(real, level)
+    gate = _ConsoleGate(real, level, passthrough)
     logger.remove()
     logger.add(gate, level=level, colorize=False, format="{level}: {message}")
     sys.stderr = gate
@@ -111,7 +117,7 @@ def _quiet_run_for_rank(base: type) -> Callable:
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
         if not getattr(self, "phi1_quiet", True):
             return base._run_for_rank(self, rank, local_rank, node_rank)
-        with quiet_datatrove_console(restore=False):
+        with quiet_datatrove_console(restore=False, passthrough="PHI1_DATATROVE_LOG" in os.environ):
             return base._run_for_rank(self, rank, local_rank, node_rank)
 
     return _run_for_rank
@@ -243,6 +249,7 @@ class _Progress:
 
     def __enter__(self) -> "_Progress":
         self._t0 = time.time()
+        sys.stdout.flush()  # stage log lines (stdout) before our stderr lines
         if self.enabled and sys.__stderr__.isatty():
             from tqdm import tqdm
 
@@ -269,6 +276,8 @@ def run_executors(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     slurm_poll_s: float = 30.0,
+    first: int = 1,
+    total: int | None = None,
 ) -> None:
     """Run a chain of executors built with ``depends=`` the previous one.
 
@@ -278,14 +287,15 @@ def run_executors(
     once (Slurm orders them through job dependencies) and this call waits
     until every task has its completion marker, so the caller can aggregate.
     A failing task becomes a one-line `Phi1Error` naming its log folder.
+    `first`/`total` number the progress lines when a chain is run in parts.
     """
     if not steps:
         return
     if isinstance(steps[-1][1], SlurmPipelineExecutor):
-        _run_slurm(steps, progress, echo, slurm_poll_s)
+        _run_slurm(steps, progress, echo, slurm_poll_s, first, total)
         return
-    n = len(steps)
-    for i, (label, ex) in enumerate(steps, 1):
+    n = total or len(steps)
+    for i, (label, ex) in enumerate(steps, first):
         desc = f"{i}/{n} {label}"
         with quiet_datatrove_console(), _Progress(ex, desc, progress):
             try:
@@ -315,7 +325,7 @@ def _squeue_alive(job_ids: list[str]) -> bool:
 
 
 def _run_slurm(steps: Sequence[tuple[str, Any]], progress: bool, echo: Callable[[str], None],
-               poll_s: float) -> None:
+               poll_s: float, first: int = 1, total: int | None = None) -> None:
     last = steps[-1][1]
     jobs_file = Path(executor_logging_dir(last)) / SLURM_JOBS_FILE
     recorded: list[str] = []
@@ -334,8 +344,8 @@ def _run_slurm(steps: Sequence[tuple[str, Any]], progress: bool, echo: Callable[
         recorded = ids
         if ids:
             echo(f"submitted Slurm jobs {', '.join(ids)}; waiting for them (Ctrl-C is safe: re-run to keep waiting)")
-    n = len(steps)
-    for i, (label, ex) in enumerate(steps, 1):
+    n = total or len(steps)
+    for i, (label, ex) in enumerate(steps, first):
         with _Progress(ex, f"{i}/{n} {label}", progress):
             while set(range(ex.world_size)) - completed_ranks(executor_logging_dir(ex)):
                 if not _squeue_alive(recorded):

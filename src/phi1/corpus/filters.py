@@ -1,0 +1,218 @@
+"""Cleaning steps of `ingest`: small datatrove filters, each dropping a document
+with a reason that datatrove counts as ``dropped_<reason>``.
+
+Order in the pipeline (cheap first, `ast` last): encoding -> size ->
+generated header -> data-dominated -> Python syntax. A document is counted
+under the first filter that drops it.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+
+from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
+
+# ----------------------------------------------------------------- line classification
+
+# One token of a "literal line": separators, a one-line string, a number, a
+# constant, or a trailing comment. Matched at successive positions (linear
+# time, no backtracking across tokens).
+_LITERAL_TOKEN = re.compile(
+    r"""
+      (?P<sep>[\s,:()\[\]{}]+)
+    | (?P<str>[rRbBuU]{0,2}(?:'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"))
+    | (?P<num>[-+]?(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+
+                   |\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?[jJ]?
+                   |\.\d[\d_]*(?:[eE][-+]?\d+)?[jJ]?)(?![\w.]))
+    | (?P<const>(?:True|False|None)(?!\w))
+    | (?P<comment>\#.*)
+    """,
+    re.VERBOSE,
+)
+
+# Encoded payloads: base64-like runs, or runs of \xNN escapes.
+_BLOB = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}|(?:\\x[0-9a-fA-F]{2}){16,}")
+_BLOB_LINE_MIN = 40  # a line continues a blob when it holds a run this long
+# Control characters that do not occur in text; tab, newline, CR, vertical tab
+# and form feed (the stdlib uses ^L page breaks) do.
+_CONTROL = re.compile(r"[\x01-\x08\x0e-\x1f\x7f]")
+
+
+def classify_line(line: str) -> str:
+    """'blank' (empty or comment only), 'literal' (only literal values,
+    separators and a comment: a row of a data table) or 'code'."""
+    s = line.strip()
+    if not s or s.startswith("#"):
+        return "blank"
+    pos, n, atoms = 0, len(line), 0
+    while pos < n:
+        m = _LITERAL_TOKEN.match(line, pos)
+        if m is None:
+            return "code"
+        kind = m.lastgroup
+        if kind == "comment":
+            break
+        if kind != "sep":
+            atoms += 1
+        pos = m.end()
+    return "literal" if atoms else "code"
+
+
+def literal_fraction(text: str) -> tuple[float, int]:
+    """(share of non-blank lines that are pure literals, number of non-blank lines)."""
+    literal = total = 0
+    for line in text.split("\n"):
+        kind = classify_line(line)
+        if kind == "blank":
+            continue
+        total += 1
+        literal += kind == "literal"
+    return (literal / total if total else 0.0), total
+
+
+def longest_blob(text: str) -> int:
+    """Characters in the longest encoded blob: one long run, or consecutive
+    lines that each carry a long run (base64 wrapped at 76 columns)."""
+    best = run = 0
+    for line in text.split("\n"):
+        longest = max((len(m.group()) for m in _BLOB.finditer(line)), default=0)
+        if longest >= _BLOB_LINE_MIN:
+            run += longest
+            best = max(best, run)
+        else:
+            run = 0
+    return best
+
+
+# ----------------------------------------------------------------- filters
+
+
+class EncodingFilter(BaseFilter):
+    """Not UTF-8 (undecodable bytes, lone surrogates) or binary (NUL bytes, control characters)."""
+
+    name = "🔤 encoding"
+
+    def __init__(self, max_control_fraction: float = 0.01):
+        super().__init__()
+        self.max_control_fraction = max_control_fraction
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        if doc.metadata.get("decode_error"):
+            return False, "not_utf8"
+        text = doc.text
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False, "not_utf8"
+        if "\x00" in text:
+            return False, "binary"
+        if text and len(_CONTROL.findall(text)) / len(text) > self.max_control_fraction:
+            return False, "binary"
+        return True
+
+
+class SizeFilter(BaseFilter):
+    """Outside [min_bytes, max_bytes] (UTF-8 size from metadata) or a line longer than max_line_length."""
+
+    name = "📏 size"
+
+    def __init__(self, min_bytes: int, max_bytes: int, max_line_length: int):
+        super().__init__()
+        self.min_bytes, self.max_bytes, self.max_line_length = min_bytes, max_bytes, max_line_length
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        size = doc.metadata.get("size")
+        if size is None:
+            size = len(doc.text.encode("utf-8", "surrogatepass"))
+        if size < self.min_bytes:
+            return False, "too_small"
+        if size > self.max_bytes:
+            return False, "too_large"
+        if max(map(len, doc.text.split("\n")), default=0) > self.max_line_length:
+            return False, "long_line"
+        return True
+
+
+class GeneratedFilter(BaseFilter):
+    """A "generated by" / "do not edit" style header in the first lines.
+
+    A marker counts anywhere in a comment line, but in other lines (a module
+    docstring) only at the start: "Generated by protoc." is a header, while
+    "a tree can be generated by passing ..." is prose (the stdlib's ast.py).
+    """
+
+    name = "🤖 generated"
+
+    def __init__(self, markers: list[str], header_lines: int = 10):
+        super().__init__()
+        self.markers = tuple(m.lower() for m in markers if m)
+        self.header_lines = header_lines
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        for line in doc.text.split("\n", self.header_lines)[: self.header_lines]:
+            s = line.strip()
+            if s.startswith(("#", "//")):
+                if any(m in s.lower() for m in self.markers):
+                    return False, "generated"
+            elif s.lstrip("rRuUbB").lstrip("\"'").lstrip().lower().startswith(self.markers):
+                return False, "generated"
+        return True
+
+
+class DataFilter(BaseFilter):
+    """Data rather than code: mostly literal lines (tables of numbers/strings),
+    or an encoded blob (base64, \\x escapes) of at least max_blob_chars."""
+
+    name = "🧮 data-dominated"
+
+    def __init__(self, max_literal_fraction: float = 0.5, min_lines: int = 20, max_blob_chars: int = 4096):
+        super().__init__()
+        self.max_literal_fraction = max_literal_fraction
+        self.min_lines = min_lines
+        self.max_blob_chars = max_blob_chars
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        frac, lines = literal_fraction(doc.text)
+        if lines >= self.min_lines and frac > self.max_literal_fraction:
+            return False, "data_literals"
+        if longest_blob(doc.text) >= self.max_blob_chars:
+            return False, "encoded_blob"
+        return True
+
+
+class PythonSyntaxFilter(BaseFilter):
+    """Not parseable by `ast` with the running interpreter's grammar."""
+
+    name = "🐍 python syntax"
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SyntaxWarning for odd escapes is not our business
+            try:
+                ast.parse(doc.text)
+            except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+                return False, "syntax_error"
+        return True
+
+
+def build_filters(cfg) -> list[BaseFilter]:
+    """The cleaning steps configured by an `IngestConfig`, in pipeline order."""
+    steps: list[BaseFilter] = [
+        EncodingFilter(cfg.max_control_fraction),
+        SizeFilter(cfg.min_bytes, cfg.max_bytes, cfg.max_line_length),
+    ]
+    if cfg.drop_generated:
+        steps.append(GeneratedFilter(cfg.generated_markers, cfg.generated_header_lines))
+    steps.append(DataFilter(cfg.max_literal_fraction, cfg.literal_min_lines, cfg.max_blob_chars))
+    if cfg.require_python:
+        steps.append(PythonSyntaxFilter())
+    return steps
+
+
+DROP_REASONS = (
+    "not_utf8", "binary", "too_small", "too_large", "long_line", "generated",
+    "data_literals", "encoded_blob", "syntax_error", "exact_duplicate", "near_duplicate",
+)
