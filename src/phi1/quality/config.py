@@ -11,12 +11,16 @@ from phi1.sections import ExecutorConfig, option
 
 @dataclass
 class AnnotateConfig:
+    """Who rates the sample (heuristic rubric, an LLM, or an existing labels file) and how."""
+
     teacher: Literal["heuristic", "llm", "labels"] = option("heuristic")
     prompt: Literal["direct", "reasoning"] = option("reasoning", doc="paper's question with a direct score, or justification first")
     samples: int = option(1000, ge=1, doc="documents to label (the paper: ~100k)")
     size_strata: int = option(4, ge=1, doc="sample stratified over this many size quantiles")
     max_chars: int = option(6000, ge=100, doc="truncate documents shown to the teacher")
     parse_retries: int = option(2, ge=0, doc="re-ask when a reply has no valid score")
+    max_failed_fraction: float = option(0.05, ge=0, le=1, doc="llm: fail the stage when more requests than "
+                                        "this end in errors (a re-run resends only those)")
     labels_path: str = option("", doc="teacher = 'labels': JSONL with doc id and score")
     llm: LLMConfig = option(default_factory=LLMConfig)
 
