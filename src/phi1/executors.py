@@ -123,10 +123,31 @@ def _quiet_run_for_rank(base: type) -> Callable:
     return _run_for_rank
 
 
+# Modules every worker needs; imported once in the forkserver instead of in each worker.
+_PRELOAD = ["phi1.executors", "datatrove.executor.local", "datatrove.pipeline.readers",
+            "datatrove.pipeline.writers", "datatrove.pipeline.dedup"]
+
+
 class PhiLocalExecutor(LocalPipelineExecutor):
-    """datatrove's local executor with a quiet console (see module doc)."""
+    """datatrove's local executor with a quiet console (see module doc).
+
+    Workers start from multiprocess's forkserver. It is told to import the
+    pipeline's modules first, so each worker is a fork that already has
+    datatrove and phi1 loaded (~1-2 s saved per worker and step on a small
+    machine). The forkserver lives as long as the process, so this matters
+    only for the first executor run; later ones reuse it.
+    """
 
     _run_for_rank = _quiet_run_for_rank(LocalPipelineExecutor)
+
+    def run(self):
+        if self.workers != 1 and self.start_method == "forkserver":
+            import multiprocess
+
+            mods = [type(s).__module__ for s in self.pipeline if hasattr(s, "run")]
+            preload = list(dict.fromkeys(["__main__", *_PRELOAD, *mods]))
+            multiprocess.get_context("forkserver").set_forkserver_preload(preload)
+        return super().run()
 
 
 class PhiRayExecutor(RayPipelineExecutor):
@@ -373,3 +394,19 @@ def merged_stats(logging_dir: str | os.PathLike) -> list[dict[str, Any]]:
         with open(p) as f:
             total = total + PipelineStats.from_json(json.load(f))
     return json.loads(total.to_json()) if total.stats else []
+
+
+def stat_totals(logging_dir: str | os.PathLike) -> dict[str, float]:
+    """Every named counter of an executor, totalled over its steps and finished tasks.
+
+    Counter names shared by several steps (datatrove's generic ``total``,
+    ``forwarded``, ``dropped``) are summed too, so give the ones you read
+    unique names (``dropped_<reason>``, ``<label>_docs``).
+    """
+    out: dict[str, float] = {}
+    for step in merged_stats(logging_dir):
+        for key, val in step.get("stats", {}).items():
+            total = val.get("total", 0) if isinstance(val, dict) else val
+            if isinstance(total, (int, float)):
+                out[key] = out.get(key, 0) + total
+    return out

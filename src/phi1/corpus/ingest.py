@@ -152,14 +152,12 @@ def build_plan(cfg: IngestConfig, sources: list[ResolvedSource], work: Path, job
 
 def _counters(log_dirs: list[Path]) -> dict[str, float]:
     """Sum of every named counter over all steps and finished tasks."""
-    from phi1.executors import merged_stats
+    from phi1.executors import stat_totals
 
     out: dict[str, float] = {}
     for d in log_dirs:
-        for step in merged_stats(d):
-            for key, val in step.get("stats", {}).items():
-                if isinstance(val, dict) and "total" in val:
-                    out[key] = out.get(key, 0) + val["total"]
+        for key, val in stat_totals(d).items():
+            out[key] = out.get(key, 0) + val
     return out
 
 
