@@ -46,6 +46,7 @@ import hashlib
 import json
 import math
 import random
+import signal
 import socket
 import threading
 import time
@@ -555,10 +556,12 @@ def _main(argv: list[str] | None = None) -> int:
                        fault_kinds=[k for k in args.fault_kinds.split(",") if k], slow_delay=args.slow_delay,
                        seed=args.seed, port=args.port, api_key=args.api_key)
     srv.start()
-    print(f"listening on {srv.base_url}  (Ctrl-C to stop)", flush=True)
+    print(f"listening on {srv.base_url}  (Ctrl-C or SIGTERM to stop)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while True:
-            time.sleep(1)
+        while not stop.wait(0.2):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
@@ -566,7 +569,7 @@ def _main(argv: list[str] | None = None) -> int:
         oc = srv.outcomes()
         dup = sum(1 for c in srv.ok_counts().values() if c > 1)
         print(f"{len(srv.requests)} requests: {dict(oc)}; distinct answered: {len(srv.ok_counts())}; "
-              f"answered more than once: {dup}")
+              f"answered more than once: {dup}", flush=True)
     return 0
 
 
