@@ -173,13 +173,14 @@ def test_concurrency_limit(openai_server_factory, tmp_path):
 def test_requests_per_minute_limit(openai_server_factory):
     srv = openai_server_factory()
     rpm = 1200  # 20 a second, burst of 20
-    results, _ = run_chat(_cfg(srv.base_url, concurrency=16, requests_per_minute=rpm), None, _chats(50),
+    results, _ = run_chat(_cfg(srv.base_url, concurrency=16, requests_per_minute=rpm), None, _chats(70),
                           progress=False)
     assert all(r.ok for r in results)
     times = sorted(r.received_at for r in srv.requests)
-    # in any one-second window: at most the burst plus one second's refill
+    # Sent: at most the burst plus one second's refill in any second (40). Arrivals may bunch
+    # when a busy machine delays sends; allow half a second of that. Unlimited: all 70 at once.
     worst = max(sum(1 for t in times if t0 <= t < t0 + 1.0) for t0 in times)
-    assert worst <= 20 + 20 + 1
+    assert worst <= 20 + 20 + 10
 
 
 def test_load_balancing_over_two_servers(openai_server_factory, tmp_path):

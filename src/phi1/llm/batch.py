@@ -109,6 +109,8 @@ def read_batch_output(path: str | Path) -> Iterator[BatchOutputLine]:
             error = rec.get("error")
             if error is not None and not isinstance(error, str):
                 error = (error.get("message") if isinstance(error, dict) else None) or json.dumps(error)
+            if "body" not in response and "choices" in response:  # the reply itself, without the envelope
+                response = {"status_code": 200, "body": response}
             yield BatchOutputLine(rec["custom_id"], int(response.get("status_code") or 0),
                                   response.get("body"), error)
 
