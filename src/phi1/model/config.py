@@ -11,8 +11,8 @@ from phi1.sections import option
 class TokenizerConfig:
     name: str = option("", doc="HF tokenizer dir or hub name (paper: Salesforce/codegen-350M-mono); '' = train BPE")
     vocab_size: int = option(8192, ge=300, doc="BPE: target size (padded to a multiple of pad_multiple)")
-    pad_multiple: int = option(64, ge=1)
-    max_docs: int = option(0, ge=0, doc="BPE: train on at most this many docs (0 = all)")
+    pad_multiple: int = option(64, ge=1, doc="pad the vocabulary with reserved tokens to a multiple of this")
+    max_docs: int = option(0, ge=0, doc="BPE: train on a seeded sample of this many docs (0 = all)")
 
 
 @dataclass

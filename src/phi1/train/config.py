@@ -11,10 +11,21 @@ from phi1.sections import option
 @dataclass
 class TokenizeConfig:
     seq_len: int = option(2048, ge=8)
-    inputs: dict[str, float] = option({"filter": 1.0}, doc="stage name -> mixture weight")
-    validation_fraction: float = option(0.01, ge=0, lt=1)
-    workers: int = option(2, ge=1)
-    shard_tokens: int = option(100_000_000, ge=1024)
+    inputs: dict[str, float] = option(
+        {"filter": 1.0},
+        doc="earlier stage with docs/ -> sampling rate per document (2.0 = twice, 0.5 = half its docs)",
+    )
+    validation_fraction: float = option(0.01, ge=0, lt=1, doc="documents held out for validation (seeded)")
+    workers: int = option(2, ge=1, doc="encoding processes")
+    shard_tokens: int = option(100_000_000, ge=1024, doc="tokens per .bin file (rounded down to whole rows)")
+    chunk_chars: int = option(1 << 20, ge=1, doc="characters of text per work item sent to a worker")
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            raise ValueError("inputs must name at least one stage, e.g. {filter = 1.0}")
+        for name, w in self.inputs.items():
+            if w < 0:
+                raise ValueError(f"inputs.{name} = {w}: a weight must be >= 0")
 
 
 @dataclass

@@ -1,0 +1,325 @@
+"""The `tokenize` stage: documents -> token ids -> fixed-length rows in binary shards.
+
+Every document is encoded with the run's tokenizer and followed by
+``<|endoftext|>``; the stream is cut into ``seq_len`` rows (rows cross document
+boundaries; each split's last partial row is dropped) and written as flat
+``uint16``/``uint32`` shards that `phi1.train.packing.PackedDataset` memory-maps.
+
+Validation split: a seeded hash of (input, document id) sends a
+``validation_fraction`` of the documents to ``val/``, so no document is in both.
+
+Mixture: ``inputs = {"filter": 1.0, "textbooks": 2.0}`` maps earlier stages
+(whose ``docs/`` folders hold documents) to sampling rates, applied per
+document and seeded. A weight ``w`` gives each document ``floor(w)`` copies
+plus one more with probability ``w - floor(w)``: 2.0 = every document twice,
+1.5 = every document once and half of them again, 0.5 = half the documents.
+Copy ``k`` of every document is written in pass ``k`` (pass 0 is all inputs
+once, pass 1 the second copies, ...), so repeats never sit next to each other.
+Validation documents are taken once if their first copy is drawn.
+
+Work: the main process reads documents and sends chunks of about
+``chunk_chars`` characters to ``workers`` processes that batch-encode them
+with the fast tokenizer; results come back in submission order, so the
+output is byte-identical for any number of workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import hashlib
+import math
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from phi1.documents import DOCS_DIR, read_documents
+from phi1.errors import InputError, Phi1Error
+from phi1.train.packing import META, SPLITS, SequencePacker, dtype_for_vocab
+
+TOKENIZER_DIR = "tokenizer"  # inside the tokenizer stage's folder
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def unit_hash(*parts: Any) -> float:
+    """A deterministic number in [0, 1) from ``parts`` (stable across runs and machines)."""
+    h = hashlib.blake2b(":".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64
+
+
+def copies_of(weight: float, seed: int, source: str, doc_id: str) -> int:
+    """How many times a document of ``source`` goes into the training mixture."""
+    whole = math.floor(weight)
+    frac = weight - whole
+    return whole + (1 if frac > 0 and unit_hash(seed, "mix", source, doc_id) < frac else 0)
+
+
+def is_validation(fraction: float, seed: int, source: str, doc_id: str) -> bool:
+    return fraction > 0 and unit_hash(seed, "val", source, doc_id) < fraction
+
+
+@dataclass
+class MixtureInput:
+    name: str
+    weight: float
+    docs: Path
+    run_id: str = ""
+    stats: collections.Counter = field(default_factory=collections.Counter)
+
+
+def document_stream(
+    inputs: list[MixtureInput], validation_fraction: float, seed: int
+) -> Iterator[tuple[str, str]]:
+    """``(split, text)`` for every document copy, in the deterministic mixture order."""
+    passes = max((math.ceil(i.weight) for i in inputs), default=0)
+    for k in range(passes):
+        for inp in inputs:
+            if math.ceil(inp.weight) <= k:
+                continue
+            for doc in read_documents(inp.docs):
+                if k == 0:
+                    inp.stats["documents"] += 1
+                if not doc.text:
+                    continue
+                n = copies_of(inp.weight, seed, inp.name, doc.id)
+                if n <= k:
+                    continue
+                if is_validation(validation_fraction, seed, inp.name, doc.id):
+                    if k == 0:
+                        inp.stats["val"] += 1
+                        yield "val", doc.text
+                    continue
+                inp.stats["train"] += 1
+                yield "train", doc.text
+
+
+def chunked(stream: Iterable[tuple[str, str]], chunk_chars: int) -> Iterator[list[tuple[str, str]]]:
+    chunk: list[tuple[str, str]] = []
+    size = 0
+    for item in stream:
+        chunk.append(item)
+        size += len(item[1])
+        if size >= chunk_chars:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@functools.lru_cache(maxsize=2)
+def _load(tokenizer_json: str) -> Any:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(tokenizer_json)
+    # A literal "<|endoftext|>" inside a document is text, not a separator:
+    # only the ids placed between documents may mean "end of text".
+    tok.encode_special_tokens = True
+    return tok
+
+
+def encode_chunk(
+    tokenizer_json: str, eot_id: int, chunk: list[tuple[str, str]]
+) -> dict[str, tuple[np.ndarray, int]]:
+    """Encode a chunk: per split, (the documents' ids each followed by ``eot_id``, documents)."""
+    enc = _load(tokenizer_json).encode_batch([text for _, text in chunk], add_special_tokens=False)
+    parts: dict[str, list[np.ndarray]] = {}
+    eot = np.array([eot_id], dtype=np.uint32)
+    for (split, _), e in zip(chunk, enc):
+        parts.setdefault(split, []).extend((np.asarray(e.ids, dtype=np.uint32), eot))
+    return {s: (np.concatenate(p), len(p) // 2) for s, p in parts.items()}
+
+
+def _init_worker() -> None:
+    # One process per core: keep the tokenizer's own thread pool out of it.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def encode_ordered(
+    chunks: Iterable[list[tuple[str, str]]], tokenizer_json: str, eot_id: int, workers: int
+) -> Iterator[dict[str, tuple[np.ndarray, int]]]:
+    """Encoded chunks in input order, ``workers`` processes, bounded read-ahead."""
+    if workers <= 1:
+        for chunk in chunks:
+            yield encode_chunk(tokenizer_json, eot_id, chunk)
+        return
+    # spawn, not fork: a forked copy of a process that already used the Rust
+    # tokenizer's threads can deadlock.
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
+        pending: collections.deque = collections.deque()
+        for chunk in chunks:
+            pending.append(pool.apply_async(encode_chunk, (tokenizer_json, eot_id, chunk)))
+            if len(pending) >= 2 * workers:  # read ahead only so far: memory stays flat
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class ShardWriter:
+    """Writes rows to ``<folder>/<split>/NNNNNN.bin``, a new file every ``rows_per_shard`` rows."""
+
+    def __init__(self, root: Path, split: str, rows_per_shard: int):
+        self.root, self.split, self.rows_per_shard = root, split, max(1, rows_per_shard)
+        (root / split).mkdir(parents=True, exist_ok=True)
+        self.files: list[str] = []
+        self.rows = 0
+        self._fh: Any = None
+        self._in_file = 0
+
+    def write(self, rows: np.ndarray) -> None:
+        while len(rows):
+            if self._fh is None or self._in_file >= self.rows_per_shard:
+                self._open_next()
+            take = min(len(rows), self.rows_per_shard - self._in_file)
+            rows[:take].tofile(self._fh)
+            self._in_file += take
+            self.rows += take
+            rows = rows[take:]
+
+    def _open_next(self) -> None:
+        self.close()
+        name = f"{self.split}/{len(self.files):06d}.bin"
+        self._fh = open(self.root / name, "wb")
+        self.files.append(name)
+        self._in_file = 0
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+@dataclass
+class TokenizeSummary:
+    seconds: float
+    tokens_encoded: int
+    splits: dict[str, dict[str, Any]]
+
+
+def tokenize_documents(
+    inputs: list[MixtureInput],
+    out: Path,
+    tokenizer_json: str,
+    eot_id: int,
+    dtype: str,
+    seq_len: int,
+    validation_fraction: float = 0.0,
+    seed: int = 0,
+    workers: int = 1,
+    shard_tokens: int = 100_000_000,
+    chunk_chars: int = 1 << 20,
+    progress: bool = True,
+) -> TokenizeSummary:
+    """Encode, pack and write both splits into ``out``; returns the per-split figures."""
+    from tqdm.auto import tqdm
+
+    packers = {s: SequencePacker(seq_len, dtype) for s in SPLITS}
+    writers = {s: ShardWriter(out, s, shard_tokens // seq_len) for s in SPLITS}
+    docs = collections.Counter()
+    encoded = 0
+    started = time.time()
+    bar = tqdm(unit="tok", unit_scale=True, desc="tokenize", disable=not progress, mininterval=1.0)
+    try:
+        chunks = chunked(document_stream(inputs, validation_fraction, seed), chunk_chars)
+        for result in encode_ordered(chunks, tokenizer_json, eot_id, workers):
+            for split, (ids, n_docs) in result.items():
+                writers[split].write(packers[split].add(ids))
+                docs[split] += n_docs
+                encoded += len(ids)
+                bar.update(len(ids))
+    finally:
+        bar.close()
+        for w in writers.values():
+            w.close()
+    seconds = time.time() - started
+    splits = {}
+    for s in SPLITS:
+        splits[s] = {"files": writers[s].files, "sequences": writers[s].rows, "tokens": writers[s].rows * seq_len,
+                     "documents": docs[s], "dropped_tokens": packers[s].remainder}
+    return TokenizeSummary(seconds, encoded, splits)
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def resolve_inputs(ctx: Any, weights: dict[str, float]) -> list[MixtureInput]:
+    """Check ``tokenize.inputs`` against the stage list and the run folder."""
+    from phi1.pipeline import STAGE_NAMES, read_manifest
+
+    earlier = STAGE_NAMES[: STAGE_NAMES.index(ctx.name)]
+    out = []
+    for name, weight in weights.items():
+        if name not in STAGE_NAMES:
+            raise Phi1Error(f"tokenize.inputs: unknown stage {name!r}; inputs are earlier stages with "
+                            f"documents, e.g. 'filter'")
+        if name not in earlier:
+            raise Phi1Error(f"tokenize.inputs: {name!r} runs after tokenize; it cannot be an input")
+        folder = ctx.input_dir(name)  # names the missing stage and how to run it
+        docs = folder / DOCS_DIR
+        if not docs.is_dir():
+            raise InputError(f"tokenize.inputs: stage {name!r} has no documents folder {docs}")
+        if weight > 0:
+            out.append(MixtureInput(name, float(weight), docs, read_manifest(folder).get("run_id", "")))
+    if not out:
+        raise Phi1Error("tokenize.inputs: every weight is 0; nothing to tokenize")
+    return out
+
+
+def run(ctx: Any) -> Any:
+    from phi1.model.tokenizer import tokenizer_info
+    from phi1.pipeline import StageResult, write_json_atomic
+
+    cfg = ctx.section
+    inputs = resolve_inputs(ctx, cfg.inputs)
+    tok_dir = ctx.input_dir("tokenizer") / TOKENIZER_DIR
+    info = tokenizer_info(tok_dir)
+    dtype = dtype_for_vocab(info["vocab_size"])
+    seed = ctx.config.run.seed
+    ctx.log(f"{' + '.join(f'{i.name} x{i.weight:g}' for i in inputs)} -> rows of {cfg.seq_len} {dtype} tokens, "
+            f"{cfg.workers} worker(s)")
+    s = tokenize_documents(
+        inputs, ctx.work_dir, str(tok_dir / "tokenizer.json"), info["eot_id"], dtype, cfg.seq_len,
+        validation_fraction=cfg.validation_fraction, seed=seed, workers=cfg.workers,
+        shard_tokens=cfg.shard_tokens, chunk_chars=cfg.chunk_chars, progress=ctx.is_main,
+    )
+    train, val = s.splits["train"], s.splits["val"]
+    if train["sequences"] == 0:
+        raise InputError(f"tokenize: not one full {cfg.seq_len}-token training row from "
+                         f"{', '.join(str(i.docs) for i in inputs)} ({s.tokens_encoded} tokens)")
+    if cfg.validation_fraction > 0 and val["sequences"] == 0:
+        ctx.log(f"warning: the validation split has no full row ({val['documents']} docs, "
+                f"{val['dropped_tokens']} tokens); raise tokenize.validation_fraction")
+    mixture = {i.name: {"weight": i.weight, "run_id": i.run_id, **dict(i.stats)} for i in inputs}
+    meta = {"seq_len": cfg.seq_len, "dtype": dtype, "vocab_size": info["vocab_size"], "eot_id": info["eot_id"],
+            "train": train, "val": val, "mixture": mixture, "seed": seed,
+            "validation_fraction": cfg.validation_fraction}
+    write_json_atomic(ctx.work_dir / META, meta)
+    tps = s.tokens_encoded / max(s.seconds, 1e-9)
+    dropped = train["dropped_tokens"] + val["dropped_tokens"]
+    return StageResult(
+        counts={"train_sequences": train["sequences"], "train_tokens": train["tokens"],
+                "val_sequences": val["sequences"], "val_tokens": val["tokens"],
+                "train_documents": train["documents"], "val_documents": val["documents"],
+                "dropped_tokens": dropped},
+        metrics={"tokens_per_second": round(tps, 1), "seconds": round(s.seconds, 2), "workers": cfg.workers},
+        summary=[
+            f"train: {train['sequences']:,} rows x {cfg.seq_len} = {train['tokens']:,} tokens "
+            f"({train['documents']:,} docs); val: {val['sequences']:,} rows = {val['tokens']:,} tokens "
+            f"({val['documents']:,} docs); dropped tail {dropped:,} tokens",
+            f"{s.tokens_encoded:,} tokens in {s.seconds:.1f}s = {tps:,.0f} tokens/s with {cfg.workers} worker(s); "
+            f"{dtype}, vocab {info['vocab_size']}, eot {info['eot_id']}",
+        ],
+        extra={"tokenize": {"mixture": mixture, "dtype": dtype}},
+    )
