@@ -85,7 +85,9 @@ class PipelineConfig:
 
     def section_hash(self, *names: str) -> str:
         """Stable hash of the named sections (what a stage's manifest records)."""
+        # run.seed is part of every stage's identity: a new seed re-runs everything.
         payload = {n: to_dict(getattr(self, n)) for n in names}
+        payload["run.seed"] = self.run.seed
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -48,6 +48,15 @@ class StageSpec:
     inputs: tuple[str, ...]  # upstream stages whose outputs it reads
     help: str
     fingerprint: str | None = None  # "module:function(config) -> str" for external inputs
+    # "module:function(config) -> tuple[str, ...]": the inputs this config really
+    # reads, when that depends on the config (e.g. generate from an endpoint needs
+    # no finetuned model). Must live in a light module (a config module).
+    needs: str | None = None
+
+    def inputs_for(self, config: PipelineConfig) -> tuple[str, ...]:
+        if self.needs:
+            return tuple(_import(self.needs)(config))
+        return self.inputs
 
     def load(self) -> Callable[["StageContext"], "StageResult"]:
         return _import(self.entry)
@@ -82,7 +91,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("finetune", "phi1.train.finetune:run", ("finetune",), ("tokenizer", "mine", "pretrain"),
               "finetune on CodeExercises and export the best checkpoint"),
     StageSpec("generate", "phi1.evaluate.generate:run", ("generate",), ("finetune",),
-              "generate HumanEval completions"),
+              "generate HumanEval completions", needs="phi1.evaluate.config:generate_inputs"),
     StageSpec("execute", "phi1.evaluate.execute:run", ("execute",), ("generate",),
               "run completions in the sandbox, pass@k"),
     StageSpec("grade", "phi1.evaluate.grade:run", ("grade",), ("generate",),
@@ -220,7 +229,7 @@ class RunDirectory:
     def expected_inputs(self, spec: StageSpec) -> dict[str, str]:
         """Fingerprints of what the stage would read now."""
         fp = {}
-        for up in spec.inputs:
+        for up in spec.inputs_for(self.config):
             fp[up] = read_manifest(self.stage_dir(up)).get("run_id", "")
         if spec.fingerprint:
             fp["external"] = _import(spec.fingerprint)(self.config)
@@ -240,12 +249,13 @@ class RunDirectory:
         if m.get("config_hash") != self.config.section_hash(*spec.sections):
             return StageStatus(spec.name, "stale", f"[{', '.join(spec.sections)}] changed", m)
         upstream = upstream or {}
-        for up in spec.inputs:
+        inputs = spec.inputs_for(self.config)
+        for up in inputs:
             st = upstream.get(up)
             if st is not None and st.state != "done":
                 return StageStatus(spec.name, "stale", f"upstream {up!r} is {st.state}", m)
         recorded = m.get("inputs", {})
-        for up in spec.inputs:
+        for up in inputs:
             if recorded.get(up) != read_manifest(self.stage_dir(up)).get("run_id", ""):
                 return StageStatus(spec.name, "stale", f"upstream {up!r} was re-run", m)
         if spec.fingerprint:
@@ -326,13 +336,14 @@ class Pipeline:
             self._say(f"run {self.config.run.name}: {self.rundir.path}  (config {self.config.source})")
             skipped_upstream: set[str] = set()
             for spec in selected:
-                if any(up in skipped_upstream for up in spec.inputs):
+                inputs = spec.inputs_for(self.config)
+                if any(up in skipped_upstream for up in inputs):
                     skipped_upstream.add(spec.name)
                     outcomes[spec.name] = "skipped"
-                    self._say(f"{spec.name}: skipped (needs {', '.join(u for u in spec.inputs if u in skipped_upstream)})")
+                    self._say(f"{spec.name}: skipped (needs {', '.join(u for u in inputs if u in skipped_upstream)})")
                     continue
                 st = self.rundir.status(spec, {})
-                upstream_bad = [u for u in spec.inputs
+                upstream_bad = [u for u in inputs
                                 if self.rundir.status(get_stage(u, self.stages)).state != "done"]
                 if upstream_bad:
                     missing = ", ".join(upstream_bad)
