@@ -152,18 +152,23 @@ def _hub_offline() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
-    """Loading a causal LM's base model reports its unused lm_head as 'unexpected'."""
+    """Loading a causal LM's base model reports its unused lm_head as 'unexpected';
+    that, and the weight-loading progress bar, would only clutter the screen."""
     try:
         from transformers.utils import logging as tlog
     except ImportError:  # pragma: no cover
         yield
         return
     old = tlog.get_verbosity()
+    bars = tlog.is_progress_bar_enabled()
     tlog.set_verbosity_error()
+    tlog.disable_progress_bar()  # one "Loading weights" bar per datatrove task is noise
     try:
         yield
     finally:
         tlog.set_verbosity(old)
+        if bars:
+            tlog.enable_progress_bar()
 
 
 # --------------------------------------------------------------------------- windowed base

@@ -30,10 +30,12 @@ Two modes:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +94,14 @@ class _ScoreRecorder:
         self.ids: list[str] = []
         self.scores: list[float] = []
         self.sizes: list[int] = []
+        self.ties: list[int] = []
 
     def add(self, docs: list[Any], scores: np.ndarray) -> None:
         for d, s in zip(docs, scores):
             self.ids.append(str(d.id))
             self.scores.append(float(s))
             self.sizes.append(doc_size(d))
+            self.ties.append(tiebreak(str(d.id)))
 
     def save(self, folder: str, rank: int) -> None:
         os.makedirs(folder, exist_ok=True)
@@ -105,7 +109,7 @@ class _ScoreRecorder:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         buf = io.BytesIO()
         np.savez(buf, id=np.array(self.ids, dtype=str), score=np.array(self.scores, dtype=np.float64),
-                 size=np.array(self.sizes, dtype=np.int64))
+                 size=np.array(self.sizes, dtype=np.int64), tie=np.array(self.ties, dtype=np.uint64))
         with open(tmp, "wb") as f:
             f.write(buf.getvalue())
             f.flush()
@@ -123,28 +127,50 @@ def read_scores(folder: str | Path, world_size: int | None = None, with_ids: boo
         if missing:
             raise Phi1Error(f"scores of tasks {missing[:10]} are missing in {folder}: the scoring pass did not finish")
         files = [p for p in files if int(p.stem) < world_size]
-    keys = ("score", "size") + (("id",) if with_ids else ())
+    keys = ("score", "size", "tie") + (("id",) if with_ids else ())
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     for p in files:
         with np.load(p, allow_pickle=False) as z:
             for k in keys:
                 parts[k].append(z[k])
-    return {k: (np.concatenate(v) if v else np.zeros(0, dtype=np.float64 if k == "score" else np.int64))
-            for k, v in parts.items()}
+    empty = {"score": np.float64, "size": np.int64, "tie": np.uint64, "id": str}
+    return {k: (np.concatenate(v) if v else np.zeros(0, dtype=empty[k])) for k, v in parts.items()}
 
 
-def keep_cutoff(scores: np.ndarray, sizes: np.ndarray, fraction: float, fraction_of: str) -> float:
-    """The score at or above which the top `fraction` of documents (or of their bytes) lies."""
+def tiebreak(doc_id: str) -> int:
+    """A fixed pseudo-random rank per document, to split ties at the cut-off."""
+    return int.from_bytes(hashlib.blake2b(doc_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+@dataclass(frozen=True)
+class Cutoff:
+    """Keep a document when ``score > score_cut``, or ``score == score_cut`` and its tie rank <= ``tie_cut``.
+
+    A forest's probabilities take few distinct values (multiples of 1/trees),
+    so many documents can share the cut-off score; the tie rank keeps exactly
+    the requested share instead of all of them.
+    """
+
+    score: float
+    tie: int = 2**64 - 1
+
+    def keeps(self, scores: np.ndarray, ties: np.ndarray) -> np.ndarray:
+        scores = np.asarray(scores, dtype=np.float64)
+        return (scores > self.score) | ((scores == self.score) & (np.asarray(ties, dtype=np.uint64) <= np.uint64(self.tie)))
+
+
+def keep_cutoff(scores: np.ndarray, sizes: np.ndarray, ties: np.ndarray, fraction: float, fraction_of: str) -> Cutoff:
+    """The cut-off keeping the top `fraction` of documents (or of their bytes, ~tokens)."""
     if len(scores) == 0:
-        return float("inf")
-    order = np.argsort(-scores, kind="stable")
+        return Cutoff(float("inf"), 0)
+    order = np.lexsort((np.asarray(ties, dtype=np.uint64), -np.asarray(scores, dtype=np.float64)))
     weights = sizes[order].astype(np.float64) if fraction_of == "tokens" else np.ones(len(scores))
-    total = weights.sum()
-    if total <= 0:
-        weights, total = np.ones(len(scores)), float(len(scores))
+    if weights.sum() <= 0:
+        weights = np.ones(len(scores))
     cum = np.cumsum(weights)
-    k = int(np.searchsorted(cum, fraction * total - 1e-9 * total))  # first prefix reaching the fraction
-    return float(scores[order][min(k, len(scores) - 1)])
+    # The first prefix of the ranking that reaches the fraction (float slack so 1.0 keeps all).
+    k = min(int(np.searchsorted(cum, fraction * cum[-1] * (1 - 1e-12))), len(scores) - 1)
+    return Cutoff(float(scores[order[k]]), int(ties[order[k]]))
 
 
 # --------------------------------------------------------------------------- datatrove steps
@@ -211,7 +237,7 @@ class QualityFilter(BaseFilter):
         self._scorer: _TaskScorer | None = None
         self._recorded: dict[str, float] = {}
         self._recorder: _ScoreRecorder | None = None
-        self._cutoff = float("inf")
+        self._cutoff = Cutoff(float("inf"), 0)
 
     def _scores(self, batch: list[Any]) -> np.ndarray:
         out = np.full(len(batch), np.nan)
@@ -228,10 +254,11 @@ class QualityFilter(BaseFilter):
         scores = self._scores(batch)
         if self._recorder is not None:
             self._recorder.add(batch, scores)
+        keep = self._cutoff.keeps(scores, np.array([tiebreak(str(d.id)) for d in batch], dtype=np.uint64))
         results: list[bool | tuple[bool, str]] = []
-        for doc, s in zip(batch, scores):
+        for doc, s, k in zip(batch, scores, keep):
             doc.metadata[SCORE_KEY] = round(float(s), 6)
-            results.append(True if s >= self._cutoff else (False, "low_quality"))
+            results.append(True if k else (False, "low_quality"))
         return results
 
     def filter(self, doc: Any) -> bool | tuple[bool, str]:
@@ -246,9 +273,9 @@ class QualityFilter(BaseFilter):
         if self.keep_fraction is not None:
             # Every task computes the same cut-off from the same files: no extra job between the passes.
             rec = read_scores(self.scores_dir, world_size)
-            self._cutoff = keep_cutoff(rec["score"], rec["size"], self.keep_fraction, self.fraction_of)
+            self._cutoff = keep_cutoff(rec["score"], rec["size"], rec["tie"], self.keep_fraction, self.fraction_of)
         else:
-            self._cutoff = float(self.threshold)
+            self._cutoff = Cutoff(float(self.threshold))
         if not self.use_recorded:
             self._recorder = _ScoreRecorder()
         try:
@@ -341,9 +368,10 @@ def run(ctx: StageContext) -> StageResult:
 
     rec = read_scores(scores_dir, cfg.executor.tasks)
     scores, sizes = rec["score"], rec["size"]
-    cutoff = float(threshold) if cfg.mode == "threshold" else keep_cutoff(scores, sizes, cfg.keep_fraction,
-                                                                          cfg.fraction_of)
-    kept = scores >= cutoff
+    cut = Cutoff(float(threshold)) if cfg.mode == "threshold" else keep_cutoff(
+        scores, sizes, rec["tie"], cfg.keep_fraction, cfg.fraction_of)
+    cutoff = cut.score
+    kept = cut.keeps(scores, rec["tie"])
     bpt = config.ingest.bytes_per_token
     n_in, n_kept = int(len(scores)), int(kept.sum())
     b_in, b_kept = int(sizes.sum()), int(sizes[kept].sum())
@@ -365,6 +393,7 @@ def run(ctx: StageContext) -> StageResult:
         f"kept -> {out.name.removesuffix('.partial')}/docs/, dropped -> "
         + ("excluded/ (with scores)" if cfg.write_excluded else "not written (filter.write_excluded = false)"),
     ]
+    steps = {s["name"]: {k: v.get("total") for k, v in s["stats"].items() if isinstance(v, dict)}
+             for s in merged_stats(out / "logs" / "filter")}
     return StageResult(counts=counts, metrics=metrics, summary=summary,
-                       extra={"datatrove_stats": merged_stats(out / "logs" / "filter"),
-                              "bytes_per_token": bpt})
+                       extra={"datatrove_stats": steps, "bytes_per_token": bpt})

@@ -1,0 +1,157 @@
+"""Embedders, length-sorted batching, windows, and the on-disk embedding cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import quality_fixtures as qf
+
+from phi1.errors import Phi1Error
+from phi1.quality.cache import EmbeddingCache, doc_key, open_cached_embedder
+from phi1.quality.config import EmbedConfig
+from phi1.quality.embedders import CausalLMEmbedder, build_embedder
+
+TEXTS = [
+    "def add(a, b):\n    return a + b\n",
+    "x = 1",
+    "import os\n" * 150,  # longer than one 256-token window
+    "",
+    'class Stack:\n    """A LIFO stack."""\n    def __init__(self):\n        self.items = []\n',
+    "print('hello world')\n",
+]
+
+
+# --------------------------------------------------------------------------- sentence-transformers
+
+
+def test_minilm_shape_norm_and_determinism():
+    e = qf.minilm()
+    a = e.embed(TEXTS)
+    b = e.embed(TEXTS)
+    assert a.shape == (len(TEXTS), 384) and a.dtype == np.float32
+    assert e.dim == 384 and e.name == "sentence-transformers/all-MiniLM-L6-v2"
+    np.testing.assert_array_equal(a, b)
+    # MiniLM's own pipeline ends in a Normalize module: that is the recorded convention.
+    assert e.normalize is True and e.describe()["normalize"] is True
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert e.embed([]).shape == (0, 384)
+
+
+def test_length_sorted_batches_keep_input_order_and_match_unbatched():
+    e = qf.minilm()  # batch_size 4 < len(TEXTS): several batches of mixed lengths
+    batched = e.embed(TEXTS)
+    one_by_one = np.stack([e.embed([t])[0] for t in TEXTS])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+    # Matches sentence-transformers' own encode (same truncation at 256 tokens).
+    np.testing.assert_allclose(batched, e._model.encode(TEXTS), atol=1e-5)
+
+
+def test_minilm_identity_depends_on_settings():
+    a = build_embedder(EmbedConfig(device="cpu"))
+    b = build_embedder(EmbedConfig(device="cpu", max_tokens=128))
+    c = build_embedder(EmbedConfig(device="cpu", windows="mean"))
+    assert a.key == build_embedder(EmbedConfig(device="cpu", batch_size=7)).key  # batching changes nothing
+    assert len({a.key, b.key, c.key}) == 3
+
+
+# --------------------------------------------------------------------------- causal LM
+
+
+def _manual_mean_pool(folder: str, ids: list[int]) -> np.ndarray:
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(folder).eval()
+    with torch.inference_mode():
+        h = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+    return h.mean(0).numpy()
+
+
+def test_causal_lm_mean_pooling_matches_manual_and_ignores_padding():
+    from transformers import AutoTokenizer
+
+    folder = qf.tiny_causal_lm_dir()
+    e = CausalLMEmbedder(folder, batch_size=3, max_tokens=64)
+    vecs = e.embed(TEXTS)
+    assert vecs.shape == (len(TEXTS), 32) and e.dim == 32 and e.normalize is False
+    tok = AutoTokenizer.from_pretrained(folder)
+    for i in (0, 1, 4):
+        ids = tok(TEXTS[i], add_special_tokens=False)["input_ids"][:64]
+        np.testing.assert_allclose(vecs[i], _manual_mean_pool(folder, ids), atol=1e-5)
+    # Right padding inside a batch never changes a vector (causal attention + masked mean).
+    np.testing.assert_allclose(vecs, np.stack([e.embed([t])[0] for t in TEXTS]), atol=1e-5)
+    assert e.describe()["max_tokens"] == 64
+
+
+def test_causal_lm_windows_first_and_mean():
+    from transformers import AutoTokenizer
+
+    folder = qf.tiny_causal_lm_dir()
+    text = TEXTS[4] * 3
+    tok = AutoTokenizer.from_pretrained(folder)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > 3 * 16
+    first = CausalLMEmbedder(folder, max_tokens=16).embed([text])[0]
+    np.testing.assert_allclose(first, _manual_mean_pool(folder, ids[:16]), atol=1e-5)
+    mean = CausalLMEmbedder(folder, max_tokens=16, windows="mean", max_windows=3).embed([text])[0]
+    manual = np.mean([_manual_mean_pool(folder, ids[k * 16:(k + 1) * 16]) for k in range(3)], axis=0)
+    np.testing.assert_allclose(mean, manual, atol=1e-5)
+    normed = CausalLMEmbedder(folder, max_tokens=16, normalize=True).embed([text])[0]
+    np.testing.assert_allclose(normed, first / np.linalg.norm(first), atol=1e-5)
+
+
+def test_causal_lm_needs_a_model():
+    with pytest.raises(Phi1Error, match="embed.model"):
+        build_embedder(EmbedConfig(backend="hf_causal_lm", model=""))
+
+
+def test_max_tokens_capped_at_model_limit():
+    e = CausalLMEmbedder(qf.tiny_causal_lm_dir(), max_tokens=10_000)
+    assert e.max_tokens == 256  # max_position_embeddings of the tiny model
+    assert e.embed(["x = 1\n" * 2000]).shape == (1, 32)
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def test_cache_hit_costs_no_model_call(tmp_path):
+    e = CausalLMEmbedder(qf.tiny_causal_lm_dir(), batch_size=4, max_tokens=64)
+    ids = [f"d{i}" for i in range(len(TEXTS))]
+    cached = open_cached_embedder(e, tmp_path)
+    first = cached.embed_documents(ids, TEXTS)
+    calls = e.model_calls
+    assert calls > 0 and cached.embedded == len(TEXTS)
+    cached.flush()
+
+    # A fresh process-like view of the same folder: every vector comes from disk.
+    e2 = CausalLMEmbedder(qf.tiny_causal_lm_dir(), batch_size=4, max_tokens=64)
+    again = open_cached_embedder(e2, tmp_path)
+    np.testing.assert_array_equal(again.embed_documents(ids, TEXTS), first)
+    assert e2.model_calls == 0 and again.embedded == 0 and e2._model is None  # never even loaded
+    assert again.describe()["dim"] == 32  # identity known without the model
+
+    # A changed text (same id) or a new id is a miss; only those reach the model.
+    texts = list(TEXTS)
+    texts[1] = "x = 2"
+    mixed = again.embed_documents(ids + ["new"], texts + ["y = 3"])
+    assert again.embedded == 2 and e2.model_calls == 1
+    np.testing.assert_array_equal(mixed[[0, 2, 3, 4, 5]], first[[0, 2, 3, 4, 5]])
+    np.testing.assert_allclose(mixed[1], e.embed(["x = 2"])[0], atol=1e-5)
+
+
+def test_cache_ignores_incomplete_shards_and_other_embedders(tmp_path):
+    cache = EmbeddingCache(tmp_path / "c", {"key": "k1", "name": "n"}, flush_rows=2)
+    keys = [doc_key("a", "1"), doc_key("b", "2"), doc_key("c", "3")]
+    vecs = np.arange(12, dtype=np.float32).reshape(3, 4)
+    cache.put(keys, vecs)  # flushes a 2-row shard at the threshold; 1 row pending
+    assert len(list((tmp_path / "c").glob("*.keys.npy"))) == 1
+    cache.flush()
+    # A writer killed between its two files leaves vectors without keys: ignored.
+    np.save(tmp_path / "c" / "part-zzz.npy", np.ones((5, 4), np.float32))
+    fresh = EmbeddingCache(tmp_path / "c", {"key": "k1"})
+    found, got = fresh.get(keys + [doc_key("d", "4")])
+    assert found.tolist() == [True, True, True, False]
+    np.testing.assert_array_equal(got, vecs)
+    assert fresh.dim == 4
+    with pytest.raises(Phi1Error, match="embedder key"):
+        EmbeddingCache(tmp_path / "c", {"key": "other"})
