@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from phi1.sections import option
 
@@ -17,13 +18,19 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    """A preset (phi-1, phi-1-small, tiny, nano) with optional per-field overrides (0 = keep preset)."""
+    """A preset (phi-1, phi-1-small, tiny, nano) with optional per-field overrides (0 = keep preset).
+
+    The vocabulary size always comes from the tokenizer; the context length
+    from the packed data (``tokenize.seq_len``) unless overridden here.
+    """
 
     preset: str = option("tiny", doc="phi-1 | phi-1-small | tiny | nano")
-    n_layer: int = option(0, ge=0)
-    n_embd: int = option(0, ge=0)
-    n_inner: int = option(0, ge=0)
-    n_head: int = option(0, ge=0)
-    max_position_embeddings: int = option(0, ge=0)
-    rotary_dim: int = option(0, ge=0)
-    dropout: float = option(-1.0, ge=-1, le=1, doc="-1 = preset value")
+    n_layer: int = option(0, ge=0, doc="decoder layers")
+    n_embd: int = option(0, ge=0, doc="hidden size")
+    n_inner: int = option(0, ge=0, doc="MLP size")
+    n_head: int = option(0, ge=0, doc="attention heads (head dim = n_embd / n_head)")
+    max_position_embeddings: int = option(0, ge=0, doc="context length (0 = tokenize.seq_len)")
+    rotary_dim: int = option(0, ge=0, doc="head dims that get rotary embeddings (phi-1: 32 of 64)")
+    dropout: float = option(-1.0, ge=-1, le=1, doc="attention and residual dropout (-1 = preset value)")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = option(
+        "sdpa", doc="sdpa = torch scaled_dot_product_attention (FlashAttention kernels on GPU)")

@@ -1,0 +1,67 @@
+"""What `pretrain` and `finetune` share around the loop: tokenizer, HumanEval
+examples, the model description printed at start, and the manifest metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from phi1.errors import InputError
+from phi1.model.presets import describe, human_count
+from phi1.train.humaneval_loss import METRIC as HUMANEVAL
+from phi1.train.humaneval_loss import humaneval_examples
+
+TOKENIZER_SUBDIR = "tokenizer"
+MODEL_DIR = "model"
+
+
+def tokenizer_folder(ctx: Any) -> Path:
+    folder = ctx.input_dir("tokenizer") / TOKENIZER_SUBDIR
+    if not (folder / "tokenizer.json").is_file():
+        raise InputError(f"no tokenizer.json in {folder}: re-run the tokenizer stage")
+    return folder
+
+
+def load_backend_tokenizer(folder: Path) -> Any:
+    """The fast tokenizer itself (``tokenizers.Tokenizer``): batch encoding with offsets."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(folder / "tokenizer.json"))
+
+
+def humaneval_set(cfg: Any, tokenizer: Any, max_len: int) -> Any:
+    from phi1.train.data import ExampleList
+
+    if not cfg.humaneval_loss:
+        return None
+    return ExampleList(humaneval_examples(tokenizer, max_len))
+
+
+def announce(ctx: Any, model_config: Any, seq_len: int) -> dict[str, Any]:
+    info = describe(model_config, seq_len)
+    ctx.log(f"model: {info['n_layer']} layers, hidden {info['n_embd']}, MLP {info['n_inner']}, "
+            f"{info['n_head']} heads x {info['n_embd'] // info['n_head']} (rotary {info['rotary_dim']}), "
+            f"vocab {info['vocab_size']}, context {info['max_position_embeddings']}, dropout {info['dropout']}")
+    ctx.log(f"parameters: {human_count(info['params'])} ({human_count(info['params_non_embedding'])} without "
+            f"the input embedding); {info['flops_per_token'] / 1e9:.3g} GFLOPs per token (6N + 12LHQT)")
+    return info
+
+
+def outcome_metrics(outcome: Any, world_size: int) -> dict[str, Any]:
+    first, last = outcome.first_eval(), outcome.last_eval()
+    tps = outcome.tokens_per_s
+    metrics: dict[str, Any] = {
+        "train_loss": outcome.train_loss,
+        "val_loss": last.get("val_loss"),
+        "val_loss_start": first.get("val_loss"),
+        f"{HUMANEVAL}_start": first.get(HUMANEVAL),
+        HUMANEVAL: last.get(HUMANEVAL),
+        "tokens_per_s": tps,
+        "mfu": (tps / world_size * outcome.flops_per_token / outcome.peak_flops) if outcome.peak_flops else None,
+        "train_seconds": outcome.train_seconds,
+    }
+    return metrics
+
+
+def fmt(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
