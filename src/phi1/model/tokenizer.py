@@ -225,6 +225,8 @@ def run(ctx: Any) -> Any:
         if cfg.max_docs:
             texts: Any = _sample_documents(docs, cfg.max_docs, ctx.config.run.seed)
             n_docs = len(texts)
+            if not texts:
+                raise InputError(f"no documents to train the tokenizer on in {docs}")
         else:
             counter = {"docs": 0}
 

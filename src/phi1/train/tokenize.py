@@ -31,6 +31,7 @@ import hashlib
 import math
 import multiprocessing as mp
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,10 @@ def encode_chunk(
     tokenizer_json: str, eot_id: int, chunk: list[tuple[str, str]]
 ) -> dict[str, tuple[np.ndarray, int]]:
     """Encode a chunk: per split, (the documents' ids each followed by ``eot_id``, documents)."""
-    enc = _load(tokenizer_json).encode_batch([text for _, text in chunk], add_special_tokens=False)
+    tok = _load(tokenizer_json)
+    # encode_batch_fast (tokenizers >= 0.21) skips character offsets: ~1.5x faster, same ids.
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)
+    enc = encode([text for _, text in chunk], add_special_tokens=False)
     parts: dict[str, list[np.ndarray]] = {}
     eot = np.array([eot_id], dtype=np.uint32)
     for (split, _), e in zip(chunk, enc):
@@ -287,6 +291,8 @@ def run(ctx: Any) -> Any:
     info = tokenizer_info(tok_dir)
     dtype = dtype_for_vocab(info["vocab_size"])
     seed = ctx.config.run.seed
+    for split in SPLITS:  # an interrupted attempt's shards: the output is rebuilt from scratch
+        shutil.rmtree(ctx.work_dir / split, ignore_errors=True)
     ctx.log(f"{' + '.join(f'{i.name} x{i.weight:g}' for i in inputs)} -> rows of {cfg.seq_len} {dtype} tokens, "
             f"{cfg.workers} worker(s)")
     s = tokenize_documents(
