@@ -250,10 +250,12 @@ class _Progress:
     (tasks run in other processes or on other machines): a tqdm bar on a
     terminal, one line per step otherwise (logs stay readable)."""
 
-    def __init__(self, executor: Any, desc: str, enabled: bool):
+    def __init__(self, executor: Any, desc: str, enabled: bool,
+                 units: Callable[[], tuple[int, int, str]] | None = None):
         self.executor = executor
         self.desc = desc
         self.enabled = enabled
+        self.units = units  # finer progress than tasks: () -> (done, total, unit)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._bar = None
@@ -263,9 +265,14 @@ class _Progress:
         ranks = completed_ranks(executor_logging_dir(self.executor))
         return len(ranks & set(range(self.executor.world_size)))
 
+    def _measure(self) -> tuple[int, int, str]:
+        if self.units is not None:
+            return self.units()
+        return self._done(), self.executor.world_size, "task"
+
     def _poll(self) -> None:
         while not self._stop.wait(0.5):
-            self._bar.n = self._done()
+            self._bar.n = min(self._measure()[0], self._bar.total)
             self._bar.refresh()
 
     def __enter__(self) -> "_Progress":
@@ -274,8 +281,9 @@ class _Progress:
         if self.enabled and sys.__stderr__.isatty():
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self.executor.world_size, initial=self._done(), desc=self.desc,
-                             unit="task", file=sys.__stderr__, dynamic_ncols=True)
+            done, total, unit = self._measure()
+            self._bar = tqdm(total=total, initial=min(done, total), desc=self.desc,
+                             unit=unit, file=sys.__stderr__, dynamic_ncols=True)
             self._thread = threading.Thread(target=self._poll, daemon=True)
             self._thread.start()
         return self
@@ -284,7 +292,7 @@ class _Progress:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
-            self._bar.n = self._done()
+            self._bar.n = min(self._measure()[0], self._bar.total)
             self._bar.refresh()
             self._bar.close()
         elif self.enabled and exc_type is None:
@@ -302,7 +310,9 @@ def run_executors(
 ) -> None:
     """Run a chain of executors built with ``depends=`` the previous one.
 
-    `steps` is ``[(label, executor), ...]`` in dependency order. Local and Ray
+    `steps` is ``[(label, executor), ...]`` in dependency order; a step may
+    carry a third item, ``() -> (done, total, unit)``, for a finer progress
+    bar than tasks (e.g. files read). Local and Ray
     steps run one after the other, each with a progress bar; finished tasks of
     an earlier attempt are skipped by datatrove. Slurm steps are submitted at
     once (Slurm orders them through job dependencies) and this call waits
@@ -316,9 +326,9 @@ def run_executors(
         _run_slurm(steps, progress, echo, slurm_poll_s, first, total)
         return
     n = total or len(steps)
-    for i, (label, ex) in enumerate(steps, first):
+    for i, (label, ex, *units) in enumerate(steps, first):
         desc = f"{i}/{n} {label}"
-        with quiet_datatrove_console(), _Progress(ex, desc, progress):
+        with quiet_datatrove_console(), _Progress(ex, desc, progress, units[0] if units else None):
             try:
                 ex.run()
             except Phi1Error:
@@ -348,6 +358,7 @@ def _squeue_alive(job_ids: list[str]) -> bool:
 def _run_slurm(steps: Sequence[tuple[str, Any]], progress: bool, echo: Callable[[str], None],
                poll_s: float, first: int = 1, total: int | None = None) -> None:
     last = steps[-1][1]
+    steps = [(s[0], s[1]) for s in steps]
     jobs_file = Path(executor_logging_dir(last)) / SLURM_JOBS_FILE
     recorded: list[str] = []
     if jobs_file.exists():
@@ -358,7 +369,11 @@ def _run_slurm(steps: Sequence[tuple[str, Any]], progress: bool, echo: Callable[
         echo(f"waiting for Slurm jobs submitted earlier: {', '.join(recorded)}")
     else:
         with quiet_datatrove_console():
-            last.run()  # submits the whole chain through `depends`
+            try:
+                last.run()  # submits the whole chain through `depends`
+            except (subprocess.CalledProcessError, OSError) as e:
+                raise Phi1Error(f"submitting to Slurm failed: {e} (is sbatch on PATH? launch scripts: "
+                                f"<step>/launch_script.slurm under {Path(executor_logging_dir(last)).parent})") from e
         ids = [str(ex.job_id) for _, ex in steps if getattr(ex, "job_id", None) not in (None, -1)]
         jobs_file.parent.mkdir(parents=True, exist_ok=True)
         jobs_file.write_text(json.dumps(ids))

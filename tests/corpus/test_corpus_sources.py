@@ -10,19 +10,19 @@ import pytest
 from corpus_helpers import make_tree, snippet, write_jsonl
 
 from phi1.corpus.config import SourceConfig
-from phi1.corpus.readers import build_readers
+from phi1.corpus.readers import build_readers, files_done
 from phi1.corpus.sources import (
     fingerprint_source, list_python_tree, resolve_sources, stdlib_path,
 )
 from phi1.errors import InputError
 
 
-def read_all(sources, problems_dir, world_size=2, max_read_bytes=-1):
+def read_all(sources, problems_dir, world_size=2, max_read_bytes=-1, progress_dir=""):
     """Every document each task would read, by rank."""
     out = {}
     for rank in range(world_size):
         docs = []
-        for reader in build_readers(sources, str(problems_dir), max_read_bytes):
+        for reader in build_readers(sources, str(problems_dir), max_read_bytes, str(progress_dir)):
             docs.extend(reader.run(None, rank, world_size))
         out[rank] = docs
     return out
@@ -74,7 +74,8 @@ def test_python_tree_reader_shards_by_file(tmp_path):
     (tree / "latin1.py").write_bytes(b"# caf\xe9\nx = 1\n")
     sources = resolve_sources([SourceConfig(path=str(tree), name="mine")], tmp_path / "paths")
     assert sources[0].n_files == 6
-    by_rank = read_all(sources, tmp_path / "problems")
+    by_rank = read_all(sources, tmp_path / "problems", progress_dir=tmp_path / "progress")
+    assert files_done(tmp_path / "progress") == 6  # what the progress bar polls
     ids = [d.id for docs in by_rank.values() for d in docs]
     assert sorted(ids) == sorted(f"mine/{n}" for n in ["latin1.py"] + [f"m{i}.py" for i in range(5)])
     assert len(by_rank[0]) == 3 and len(by_rank[1]) == 3  # every other file

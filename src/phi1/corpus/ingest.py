@@ -121,7 +121,8 @@ def build_plan(cfg: IngestConfig, sources: list[ResolvedSource], work: Path, job
     def stash(name: str) -> Any:
         return JsonlWriter(str(tmp / name), adapter=record_adapter)
 
-    clean = build_readers(sources, str(work / "problems"), max_read_bytes=cfg.max_bytes)
+    clean = build_readers(sources, str(work / "problems"), max_read_bytes=cfg.max_bytes,
+                          progress_dir=str(tmp / "progress"))
     clean += [Tally("read"), *build_filters(cfg), Tally("clean")]
     if exact:
         clean += [ExactSignatureTee(str(tmp / "exact_sigs"), exact_cfg, finder_workers=cfg.exact_finder_tasks),
@@ -226,6 +227,7 @@ def _human(x: float) -> str:
 
 
 def run(ctx: StageContext) -> StageResult:
+    from phi1.corpus.readers import files_done
     from phi1.executors import completed_ranks, quiet_datatrove_console, run_executors
 
     cfg: IngestConfig = ctx.section
@@ -244,13 +246,16 @@ def run(ctx: StageContext) -> StageResult:
                 for (label, e), d in zip(plan.steps, plan.log_dirs) if completed_ranks(d)]
         ctx.log("resuming: finished tasks are skipped" + (f" ({', '.join(done)})" if done else ""))
 
+    steps: list = list(plan.steps)
+    if all(s.kind != "hf_disk" for s in sources):  # the clean step's bar counts files read
+        n_files = sum(s.n_files for s in sources)
+        steps[0] = (*steps[0], lambda: (files_done(work / "tmp" / "progress"), n_files, "file"))
     if ex.kind == "slurm":  # submit the whole chain at once; Slurm orders it by dependencies
-        run_executors(plan.steps, echo=ctx.log)
+        run_executors(steps, echo=ctx.log)
     else:  # stop early on an empty corpus instead of deduplicating nothing
-        total = len(plan.steps)
-        run_executors(plan.steps[:1], echo=ctx.log, total=total)
+        run_executors(steps[:1], echo=ctx.log, total=len(steps))
         _check_not_empty(compute_funnel(cfg, plan.log_dirs[:1]), sources, work)
-        run_executors(plan.steps[1:], echo=ctx.log, first=2, total=total)
+        run_executors(steps[1:], echo=ctx.log, first=2, total=len(steps))
 
     funnel = compute_funnel(cfg, plan.log_dirs)
     _check_not_empty(funnel, sources, work)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,50 @@ class _ProblemLog:
         os.replace(tmp, p)
 
 
+class FilesDone:
+    """Files this task has finished, in a tiny file the main process polls for
+    its progress bar (tasks run in other processes or on other machines)."""
+
+    def __init__(self, folder: str, name: str, every_s: float = 0.5):
+        self.path = Path(folder) / name if folder else None
+        self.every_s = every_s
+        self._last = 0.0
+
+    def update(self, n: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.path is None or (not force and now - self._last < self.every_s):
+            return
+        self._last = now
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(str(n))
+        os.replace(tmp, self.path)
+
+
+def files_done(folder: str | Path) -> int:
+    """Sum over the tasks' `FilesDone` files."""
+    total = 0
+    for p in Path(folder).glob("*.done"):
+        try:
+            total += int(p.read_text() or 0)
+        except (OSError, ValueError):  # being replaced right now
+            pass
+    return total
+
+
+class _TickingShard(list):
+    """The task's file list; reports each finished file as the reader moves on."""
+
+    def __init__(self, files: list[str], progress: FilesDone):
+        super().__init__(files)
+        self._progress = progress
+
+    def __iter__(self):
+        for i, path in enumerate(list.__iter__(self)):
+            self._progress.update(i)  # the reader asks for file i once files 0..i-1 are read
+            yield path
+
+
 def _doc(source: str, doc_id: str, text: str, path: str, size: int, **extra: Any) -> Document:
     return Document(text=text, id=f"{source}/{doc_id}", metadata={"source": source, "path": path, "size": size, **extra})
 
@@ -53,13 +98,15 @@ def _doc(source: str, doc_id: str, text: str, path: str, size: int, **extra: Any
 class _SourceReader(BaseDiskReader):
     """A reader over one resolved source's paths file, sharded by file across tasks."""
 
-    def __init__(self, source: ResolvedSource, problems_dir: str = "", max_read_bytes: int = -1):
+    def __init__(self, source: ResolvedSource, problems_dir: str = "", max_read_bytes: int = -1,
+                 progress_dir: str = ""):
         limit = source.limit if source.kind in ("jsonl", "parquet") else -1  # python_tree: applied to the listing
         super().__init__(source.root, paths_file=source.paths_file, limit=limit,
                          text_key=source.text_field, id_key=source.id_field or "id", add_file_path=False)
         self.source = source
         self.problems_dir = problems_dir
         self.max_read_bytes = max_read_bytes
+        self.progress_dir = progress_dir
         self._problems = _ProblemLog()
 
     @property
@@ -72,10 +119,12 @@ class _SourceReader(BaseDiskReader):
         if data:
             yield from data
         self._problems = _ProblemLog()
-        shard = list(get_shard_from_paths_file(self.paths_file, rank, world_size))
+        progress = FilesDone(self.progress_dir, f"{self.source.index:03d}-{rank:05d}.done")
+        shard = _TickingShard(list(get_shard_from_paths_file(self.paths_file, rank, world_size)), progress)
         for doc in self.read_files_shard(shard):
             self.update_doc_stats(doc)
             yield doc
+        progress.update(len(shard), force=True)
         self._problems.save(self.problems_dir, f"{self.source.index:03d}-{rank:05d}.json")
 
 
@@ -231,16 +280,17 @@ class HFDiskReader(PipelineStep):
         problems.save(self.problems_dir, f"{s.index:03d}-{rank:05d}.json")
 
 
-def build_readers(sources: list[ResolvedSource], problems_dir: str, max_read_bytes: int) -> list[PipelineStep]:
+def build_readers(sources: list[ResolvedSource], problems_dir: str, max_read_bytes: int,
+                  progress_dir: str = "") -> list[PipelineStep]:
     """One datatrove reader per source; chained, each reads its own share per task."""
     readers: list[PipelineStep] = []
     for s in sources:
         if s.kind == "python_tree":
-            readers.append(PythonTreeReader(s, problems_dir, max_read_bytes))
+            readers.append(PythonTreeReader(s, problems_dir, max_read_bytes, progress_dir))
         elif s.kind == "jsonl":
-            readers.append(JsonlSourceReader(s, problems_dir))
+            readers.append(JsonlSourceReader(s, problems_dir, progress_dir=progress_dir))
         elif s.kind == "parquet":
-            readers.append(ParquetSourceReader(s, problems_dir))
+            readers.append(ParquetSourceReader(s, problems_dir, progress_dir=progress_dir))
         elif s.kind == "hf_disk":
             readers.append(HFDiskReader(s, problems_dir))
         else:  # the config's Literal makes this unreachable
