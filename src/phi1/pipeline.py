@@ -83,7 +83,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("tokenizer", "phi1.model.tokenizer:run", ("tokenizer",), ("filter",),
               "load or train the tokenizer"),
     StageSpec("tokenize", "phi1.train.tokenize:run", ("tokenize",), ("tokenizer", "filter"),
-              "tokenize and pack into fixed-length shards"),
+              "tokenize and pack into fixed-length shards", needs="phi1.train.config:tokenize_inputs"),
     StageSpec("mine", "phi1.synth.mine:run", ("mine",), ("filter",),
               "mine CodeExercises-format records from the filtered corpus"),
     StageSpec("pretrain", "phi1.train.pretrain:run", ("pretrain", "model"), ("tokenizer", "tokenize"),
