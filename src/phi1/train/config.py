@@ -94,3 +94,10 @@ class FinetuneConfig(TrainConfig):
         "solution", doc="train on the whole exercise, or on the solution tokens only")
     checkpoint_every: int = option(1000, ge=1, doc="the best of these checkpoints by val loss is exported")
     eval_every: int = option(1000, ge=1)
+
+
+def tokenize_inputs(config) -> tuple[str, ...]:
+    """Upstream stages `tokenize` reads: the tokenizer and every mixture input
+    with a non-zero weight (so re-running any of them makes tokenize stale)."""
+    mixture = tuple(name for name, w in config.tokenize.inputs.items() if w > 0)
+    return ("tokenizer", *mixture)
