@@ -133,7 +133,7 @@ def test_wrong_text_field_names_field_file_and_available(tmp_path):
                         tmp_path / "paths")
 
 
-def test_parquet_source(tmp_path):
+def test_parquet_source_shards_by_row_group(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -141,15 +141,26 @@ def test_parquet_source(tmp_path):
     for k in range(2):
         table = pa.table({"content": [snippet(2 * k), None, snippet(2 * k + 1)],
                           "hexsha": [f"s{2 * k}", "null", f"s{2 * k + 1}"]})
-        pq.write_table(table, tmp_path / "pq" / f"part-{k}.parquet")
+        pq.write_table(table, tmp_path / "pq" / f"part-{k}.parquet", row_group_size=2)
     src = SourceConfig(kind="parquet", path=str(tmp_path / "pq"), text_field="content", id_field="hexsha", name="stack")
     sources = resolve_sources([src], tmp_path / "paths")
+    assert (sources[0].n_files, sources[0].n_units) == (2, 4)
     by_rank = read_all(sources, tmp_path / "problems")
-    assert [d.id for d in by_rank[0]] == ["stack/s0", "stack/s1"]
-    assert [d.id for d in by_rank[1]] == ["stack/s2", "stack/s3"]
+    # units: part-0 rows 0-1, part-0 row 2, part-1 rows 0-1, part-1 row 2; every other unit per task
+    assert [d.id for d in by_rank[0]] == ["stack/s0", "stack/s2"]
+    assert [d.id for d in by_rank[1]] == ["stack/s1", "stack/s3"]
     assert by_rank[1][1].metadata["path"] == "part-1.parquet#2"
+    problems = {}
+    for p in (tmp_path / "problems").glob("*.json"):
+        for path, e in json.loads(p.read_text()).items():
+            problems.setdefault(path, []).extend(x["at"] for x in e["first"])
+    assert problems == {"part-0.parquet": ["row 1"], "part-1.parquet": ["row 1"]}
     with pytest.raises(InputError, match="text_field 'text' not found .*available fields: content, hexsha"):
         resolve_sources([SourceConfig(kind="parquet", path=str(tmp_path / "pq"))], tmp_path / "paths")
+    (tmp_path / "pq" / "junk.parquet").write_text("not parquet")
+    with pytest.raises(InputError, match="not a readable parquet file: .*junk.parquet"):
+        resolve_sources([SourceConfig(kind="parquet", path=str(tmp_path / "pq"), text_field="content")],
+                        tmp_path / "paths")
 
 
 def test_hf_disk_source(tmp_path):

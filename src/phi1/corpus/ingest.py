@@ -248,8 +248,9 @@ def run(ctx: StageContext) -> StageResult:
 
     steps: list = list(plan.steps)
     if all(s.kind != "hf_disk" for s in sources):  # the clean step's bar counts files read
-        n_files = sum(s.n_files for s in sources)
-        steps[0] = (*steps[0], lambda: (files_done(work / "tmp" / "progress"), n_files, "file"))
+        units = sum(s.n_units for s in sources)
+        unit = "file" if all(s.kind != "parquet" for s in sources) else "unit"
+        steps[0] = (*steps[0], lambda: (files_done(work / "tmp" / "progress"), units, unit))
     if ex.kind == "slurm":  # submit the whole chain at once; Slurm orders it by dependencies
         run_executors(steps, echo=ctx.log)
     else:  # stop early on an empty corpus instead of deduplicating nothing
@@ -287,7 +288,8 @@ def run(ctx: StageContext) -> StageResult:
                "docs_per_second": round(funnel.read_docs / seconds, 1) if seconds > 0 else None}
     extra = {"funnel": {"documents_in": funnel.read_docs, "bytes_in": funnel.read_bytes,
                         "dropped": funnel.dropped, "kept": funnel.kept_docs, "bytes_kept": funnel.kept_bytes},
-             "sources": [{"name": s.name, "kind": s.kind, "root": s.root, "files": s.n_files, "bytes": s.n_bytes}
+             "sources": [{"name": s.name, "kind": s.kind, "root": s.root, "files": s.n_files, "units": s.n_units,
+                          "bytes": s.n_bytes}
                          for s in sources],
              "problems": problems,
              "output": {"format": cfg.output_format, "folder": "docs", "shards": shards}}

@@ -200,7 +200,8 @@ class JsonlSourceReader(_SourceReader):
 
 
 class ParquetSourceReader(_SourceReader):
-    """Parquet files, read in record batches of the needed columns only."""
+    """Parquet files, one row group per work unit, read in record batches of the
+    needed columns only."""
 
     name = "📒 parquet source"
     batch_size = 1000
@@ -209,13 +210,18 @@ class ParquetSourceReader(_SourceReader):
         import pyarrow.parquet as pq
 
         s = self.source
-        full = os.path.join(s.root, filepath)
-        with self.data_folder.open(filepath, "rb") as f:
+        rel, _, rest = filepath.partition("\t")
+        row_groups, first = None, 0
+        if rest:  # "path<TAB>row group<TAB>first row of that row group"
+            rg, first_row = rest.split("\t")
+            row_groups, first = [int(rg)], int(first_row)
+        full = os.path.join(s.root, rel)
+        with self.data_folder.open(rel, "rb") as f:
             pf = pq.ParquetFile(f)
             check_record_fields({n: None for n in pf.schema_arrow.names}, s.text_field, s.id_field, self.where, full)
             columns = [s.text_field] + ([s.id_field] if s.id_field else [])
-            row = 0
-            for batch in pf.iter_batches(batch_size=self.batch_size, columns=columns):
+            row = first
+            for batch in pf.iter_batches(batch_size=self.batch_size, columns=columns, row_groups=row_groups):
                 texts = batch.column(0).to_pylist()
                 ids = batch.column(1).to_pylist() if s.id_field else None
                 for j, text in enumerate(texts):
@@ -227,10 +233,10 @@ class ParquetSourceReader(_SourceReader):
                             text = None
                     if not isinstance(text, str):
                         self.stat_update("broken_records")
-                        self._problems.add(filepath, f"row {r}", f"{s.text_field!r} null or not text")
+                        self._problems.add(rel, f"row {r}", f"{s.text_field!r} null or not text")
                         continue
-                    doc_id = str(ids[j]) if ids is not None and ids[j] is not None else f"{filepath}#{r}"
-                    yield _doc(s.name, doc_id, text, f"{filepath}#{r}", len(text.encode("utf-8", "surrogatepass")))
+                    doc_id = str(ids[j]) if ids is not None and ids[j] is not None else f"{rel}#{r}"
+                    yield _doc(s.name, doc_id, text, f"{rel}#{r}", len(text.encode("utf-8", "surrogatepass")))
                 row += len(texts)
 
 

@@ -169,15 +169,18 @@ class ResolvedSource:
     kind: str
     name: str
     root: str
-    paths_file: str  # one relative path per line ('' for hf_disk)
+    paths_file: str  # one work unit per line: a relative path, or "path<TAB>row group<TAB>first row" ('' for hf_disk)
     n_files: int
     n_bytes: int
     text_field: str
     id_field: str
     limit: int
+    n_units: int = 0  # lines in paths_file: what tasks share (files; parquet row groups)
 
     def describe(self) -> str:
         what = f"{self.n_files} files, {self.n_bytes / 1e6:.1f} MB" if self.kind != "hf_disk" else "dataset"
+        if self.kind == "parquet":
+            what += f", {self.n_units} row groups"
         return f"{self.name} ({self.kind}: {self.root}; {what})"
 
 
@@ -233,13 +236,33 @@ def resolve_sources(sources: list[SourceConfig], paths_dir: Path) -> list[Resolv
             _check_jsonl_fields(folder / files[0][0], src, where)
         elif src.kind == "parquet":
             _check_parquet_fields(folder / files[0][0], src, where)
+        units = _parquet_units(folder, files, where) if src.kind == "parquet" else [rel for rel, _ in files]
         paths_file = paths_dir / f"{i:03d}-{name}.txt"
         tmp = paths_file.with_suffix(".tmp")
-        tmp.write_text("".join(f"{rel}\n" for rel, _ in files))
+        tmp.write_text("".join(f"{u}\n" for u in units))
         os.replace(tmp, paths_file)
         out.append(ResolvedSource(i, src.kind, name, str(folder), str(paths_file), len(files),
-                                  sum(st.st_size for _, st in files), src.text_field, src.id_field, src.limit))
+                                  sum(st.st_size for _, st in files), src.text_field, src.id_field, src.limit,
+                                  len(units)))
     return out
+
+
+def _parquet_units(folder: Path, files: list[tuple[str, os.stat_result]], where: str) -> list[str]:
+    """One work unit per row group, so tasks share a few big parquet files evenly
+    (The Stack ships each language as a few hundred files of ~100k rows)."""
+    import pyarrow.parquet as pq
+
+    units = []
+    for rel, _ in files:
+        try:
+            meta = pq.read_metadata(folder / rel)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise InputError(f"{where}: not a readable parquet file: {folder / rel} ({e})") from None
+        first = 0
+        for rg in range(meta.num_row_groups):
+            units.append(f"{rel}\t{rg}\t{first}")
+            first += meta.row_group(rg).num_rows
+    return units
 
 
 def _fields_error(where: str, path: Any, field: str, kind: str, available: list[str]) -> InputError:
