@@ -115,6 +115,18 @@ def test_jsonl_sources_with_broken_lines(tmp_path):
     assert [x["at"] for x in problems["sub/b.jsonl.gz"]["first"]] == ["line 2", "line 4"]
 
 
+def test_truncated_jsonl_gz_keeps_what_was_readable(tmp_path):
+    f = write_jsonl(tmp_path / "t.jsonl.gz", [{"text": snippet(i) * 20} for i in range(30)])
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) * 2 // 3])  # a download that stopped early
+    sources = resolve_sources([SourceConfig(kind="jsonl", path=str(f))], tmp_path / "paths")
+    docs = [d for ds in read_all(sources, tmp_path / "problems", world_size=1).values() for d in ds]
+    assert 0 < len(docs) < 30
+    problems = json.loads(next((tmp_path / "problems").glob("*.json")).read_text())
+    (entry,) = problems["t.jsonl.gz"]["first"]
+    assert entry["at"] == f"line {len(docs) + 1}" and "unreadable from here on" in entry["why"]
+
+
 def test_jsonl_without_id_field_uses_file_and_line(tmp_path):
     f = write_jsonl(tmp_path / "one.jsonl", [{"text": snippet(0)}, {"text": snippet(1)}])
     sources = resolve_sources([SourceConfig(kind="jsonl", path=str(f))], tmp_path / "paths")
