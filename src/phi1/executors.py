@@ -115,8 +115,6 @@ def quiet_datatrove_console(level: str | None = None, restore: bool = True,
 
 def _quiet_run_for_rank(base: type) -> Callable:
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
-        if not getattr(self, "phi1_quiet", True):
-            return base._run_for_rank(self, rank, local_rank, node_rank)
         with quiet_datatrove_console(restore=False, passthrough="PHI1_DATATROVE_LOG" in os.environ):
             return base._run_for_rank(self, rank, local_rank, node_rank)
 
