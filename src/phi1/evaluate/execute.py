@@ -83,11 +83,21 @@ class Evaluation:
             out["canonical_pass_rate"] = self.canonical_rate
         if self.seconds > 0 and self.programs_run:
             out["programs_per_s"] = round(self.programs_run / self.seconds, 2)
+        if self.cpu_ms_per_program is not None:
+            out["cpu_ms_per_program"] = round(self.cpu_ms_per_program, 3)
         return out
+
+    @property
+    def cpu_ms_per_program(self) -> float | None:
+        """CPU time of workers and programs per program: throughput free of machine load."""
+        cpu = self.sandbox.get("cpu_seconds")
+        return 1000 * cpu / self.programs_run if cpu and self.programs_run else None
 
     def summary_lines(self) -> list[str]:
         t = self.tally
         rate = f"{self.programs_run / self.seconds:.0f} programs/s, " if self.seconds > 0 and self.programs_run else ""
+        if self.cpu_ms_per_program is not None:
+            rate += f"{self.cpu_ms_per_program:.1f} ms CPU each, "
         lines = [f"{t['samples']} samples of {t['problems']} problems in {self.seconds:.1f}s "
                  f"({rate}{self.sandbox.get('workers')} workers, sandbox: {self.sandbox.get('kind')})"]
         if t["problems"] < self.problems_total:
@@ -144,6 +154,7 @@ def evaluate(samples: Sequence[Sample], problems: Mapping[str, Problem], config:
         with SandboxPool(config.workers, limits_for(config), config.sandbox, warn=warn) as pool:
             out = pool.run(jobs, on_result=collect) if jobs else []
             sandbox = pool.describe()
+        sandbox["cpu_seconds"] = round(pool.cpu_seconds, 3)  # known once the workers said goodbye
     finally:
         bar.close()
     seconds = time.monotonic() - started
@@ -192,6 +203,17 @@ def execute_samples_file(samples: str | Path, problems: str | Path | None = None
     Writes ``f"{samples}_results.jsonl"``; prints a summary, then pass@k as JSON
     on the last stdout line; returns the pass@k dict.
     """
+    ev, out = execute_file(samples, problems, workers, timeout, k, sandbox)
+    for line in ev.summary_lines():
+        print(line)
+    print(f"results -> {out}")
+    print(json.dumps(ev.pass_at_k), flush=True)
+    return ev.pass_at_k
+
+
+def execute_file(samples: str | Path, problems: str | Path | None = None, workers: int = 0, timeout: float = 3.0,
+                 k: Sequence[int] = (1, 10, 100), sandbox: str = "auto") -> tuple[Evaluation, Path]:
+    """`execute_samples_file` without the printing: the evaluation and the results path."""
     _check_args(workers, timeout, k, sandbox)
     spec = str(problems) if problems else "humaneval"
     probs = load_problems(spec)
@@ -204,11 +226,7 @@ def execute_samples_file(samples: str | Path, problems: str | Path | None = None
         write_results(out, items, ev.executions)
     except OSError as e:
         raise InputError(f"cannot write results to {out}: {e}") from None
-    for line in ev.summary_lines():
-        print(line)
-    print(f"results -> {out}")
-    print(json.dumps(ev.pass_at_k), flush=True)
-    return ev.pass_at_k
+    return ev, out
 
 
 # --------------------------------------------------------------------------- stage

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import selectors
 import shutil
 import stat
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -53,6 +55,8 @@ _HEADER = struct.Struct(">I")
 _STARTUP_S = 60.0  # a cold start on a loaded machine (bwrap + interpreter + preloads)
 _WEDGE_GRACE_S = 5.0  # beyond the program's timeout, before a silent worker is replaced
 _MAX_START_FAILURES = 3
+_QUEUE_DEPTH = 2  # jobs in flight per worker: one running, one waiting in its pipe
+_PIPELINE_MAX_BYTES = 32 << 10  # larger requests go to idle workers only (pipe buffers are 64 KiB)
 # uids for root runs: high, unlikely to belong to anyone, distinct per pool and slot,
 # so each worker's RLIMIT_NPROC count is its own.
 _UID_BASE = 2_000_000_000
@@ -98,8 +102,8 @@ class _Worker:
     proc: subprocess.Popen
     stderr: object  # temp file with what bwrap / the worker said, read when it fails
     buf: bytearray = field(default_factory=bytearray)
-    job: int | None = None
-    deadline: float = 0.0
+    queue: deque = field(default_factory=deque)  # job indices sent, in order; the head is running
+    deadline: float = 0.0  # when the head job is overdue
     info: dict = field(default_factory=dict)
 
     @property
@@ -120,6 +124,7 @@ class SandboxPool:
         self.warn = warn or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.workers: list[_Worker | None] = [None] * self.n
         self.restarts = 0
+        self.cpu_seconds = 0.0  # reported by workers that ended normally (closing the pool)
         self.warning: str | None = None
         self.reason = ""
         self._tmp_roots: list[str] = []
@@ -270,38 +275,62 @@ class SandboxPool:
     # ------------------------------------------------------------------ running
 
     def run(self, jobs: Sequence[Job], on_result: Callable[[int, Execution], None] | None = None) -> list[Execution]:
-        """Run every job; ``on_result(index, execution)`` is called as each one finishes."""
+        """Run every job; ``on_result(index, execution)`` is called as each one finishes.
+
+        Each worker holds up to `_QUEUE_DEPTH` jobs: the next one waits in its pipe
+        while the current one runs, so a worker never idles waiting for us to be
+        scheduled (on a busy machine that wait costs more than the program). Only
+        the job at the head of a worker's queue is running; when a worker dies or
+        wedges, the head is charged and the jobs queued behind it go back to the
+        pending list."""
         if self._closed:
             raise SandboxError("the sandbox pool is closed")
         results: list[Execution | None] = [None] * len(jobs)
         pending = list(range(len(jobs) - 1, -1, -1))  # popped from the end: job order
-        busy = 0
+        requests: dict[int, bytes] = {}
+
+        def request(idx: int) -> bytes:
+            if idx not in requests:
+                requests[idx] = self._encode(idx, jobs[idx])
+            return requests[idx]
 
         def finish(w: _Worker, ex: Execution) -> None:
-            nonlocal busy
-            idx, w.job = w.job, None
-            busy -= 1
+            idx = w.queue.popleft()
+            requests.pop(idx, None)
+            w.deadline = time.monotonic() + self.limits.timeout_s + _WEDGE_GRACE_S  # the next one starts now
             results[idx] = ex
             if on_result is not None:
                 on_result(idx, ex)
 
-        while pending or busy:
-            for slot, w in enumerate(self.workers):
-                if not pending:
-                    break
+        def retire(w: _Worker, head: Execution | None) -> None:
+            """Replace a worker; charge its running job, requeue the ones waiting behind it."""
+            if head is not None and w.queue:
+                finish(w, head)
+            pending.extend(reversed(w.queue))
+            w.queue.clear()
+            self._replace(w)
+
+        while pending or any(w is not None and w.queue for w in self.workers):
+            for slot in range(self.n):
+                w = self.workers[slot]
                 if w is None:
+                    if not pending:
+                        continue
                     w = self.workers[slot] = self._restart(slot)
-                if w.job is None:
-                    idx = pending.pop()
-                    if self._send(w, idx, jobs[idx]):
-                        busy += 1
-                    else:  # died while idle (nothing of ours running): replace, retry the job
-                        pending.append(idx)
-                        self._replace(w)
+                while pending and len(w.queue) < _QUEUE_DEPTH:
+                    data = request(pending[-1])
+                    if w.queue and len(data) > _PIPELINE_MAX_BYTES:
+                        break  # a big request could block us on a full pipe: wait until the worker is idle
+                    if not self._send(w, data):  # died while idle: nothing of ours ran; retry elsewhere
+                        retire(w, None)
+                        break
+                    if not w.queue:
+                        w.deadline = time.monotonic() + self.limits.timeout_s + _WEDGE_GRACE_S
+                    w.queue.append(pending.pop())
+            busy = [w for w in self.workers if w is not None and w.queue]
             if not busy:
                 continue
-            now = time.monotonic()
-            wait = max(0.0, min(w.deadline for w in self.workers if w is not None and w.job is not None) - now)
+            wait = max(0.0, min(w.deadline for w in busy) - time.monotonic())
             for key, _ in self._selector.select(min(wait, 1.0)):
                 w = key.data
                 if not self._is_current(w):
@@ -311,40 +340,37 @@ class SandboxPool:
                 except BlockingIOError:
                     continue
                 if not chunk:
-                    if w.job is not None:
-                        finish(w, Execution(False, "failed: the program killed its sandbox worker"))
-                    self._replace(w)
+                    retire(w, Execution(False, "failed: the program killed its sandbox worker"))
                     continue
                 w.buf += chunk
-                while (msg := _pop_frame(w.buf)) is not None:
-                    if w.job is None or msg.get("id") != w.job:
+                while w.queue and (msg := _pop_frame(w.buf)) is not None:
+                    if msg.get("id") != w.queue[0]:
                         continue
                     finish(w, Execution(msg["status"] == "passed", msg["result"], msg.get("seconds", 0.0),
                                         msg.get("output", ""), msg.get("output_bytes", 0)))
-                    if msg.get("recycle"):
-                        self._replace(w)
+                    if msg.get("recycle"):  # it could not clean up and is exiting
+                        retire(w, None)
                         break
             now = time.monotonic()
             for w in list(self.workers):
-                if w is not None and w.job is not None and now > w.deadline:
-                    finish(w, Execution(False, "timed out"))  # the program wedged its worker
-                    self._replace(w)
+                if w is not None and w.queue and now > w.deadline:
+                    retire(w, Execution(False, "timed out"))  # the program wedged its worker
         return results  # type: ignore[return-value]
 
     def _is_current(self, w: _Worker) -> bool:
         return self.workers[w.slot] is w
 
-    def _send(self, w: _Worker, idx: int, job: Job) -> bool:
+    def _encode(self, idx: int, job: Job) -> bytes:
         body = json.dumps({"id": idx, "prompt": job.prompt, "completion": job.completion, "test": job.test,
                            "entry_point": job.entry_point, "timeout": self.limits.timeout_s}).encode()
-        data = _HEADER.pack(len(body)) + body
+        return _HEADER.pack(len(body)) + body
+
+    def _send(self, w: _Worker, data: bytes) -> bool:
         try:
             w.proc.stdin.write(data)
             w.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return False
-        w.job = idx
-        w.deadline = time.monotonic() + self.limits.timeout_s + _WEDGE_GRACE_S
         return True
 
     def _replace(self, w: _Worker) -> None:
@@ -423,13 +449,44 @@ class SandboxPool:
         if self._closed:
             return
         self._closed = True
-        for w in self.workers:
-            if w is not None:
-                self._kill(w)
+        alive = [w for w in self.workers if w is not None]
+        for w in alive:  # EOF on its stdin ends an idle worker cleanly
+            try:
+                w.proc.stdin.close()
+            except OSError:
+                pass
+        deadline = time.monotonic() + 2.0
+        for w in alive:
+            bye = self._farewell(w, deadline)
+            self.cpu_seconds += bye.get("cpu_s", 0.0)
+            try:
+                w.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            self._kill(w)
         self.workers = [None] * self.n
         self._selector.close()
         for d in self._tmp_roots:
             shutil.rmtree(d, ignore_errors=True)
+
+    def _farewell(self, w: _Worker, deadline: float) -> dict:
+        """The worker's last message (CPU seconds it and its programs used), if it comes in time."""
+        try:
+            while time.monotonic() < deadline:
+                msg = _pop_frame(w.buf)
+                if msg is not None:
+                    if msg.get("bye"):
+                        return msg
+                    continue
+                if not select.select([w.fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    break
+                chunk = os.read(w.fd, 1 << 16)
+                if not chunk:
+                    break
+                w.buf += chunk
+        except (OSError, ValueError):
+            pass
+        return {}
 
     def __enter__(self) -> "SandboxPool":
         return self

