@@ -83,7 +83,9 @@ def test_what_a_program_sees_inside(pool):
         facts = {"host": socket.gethostname(), "uid": os.getuid(), "pid": os.getpid(),
                  "tmp": sorted(os.listdir("/tmp")), "ifaces": [n for _, n in socket.if_nameindex()],
                  "cap": open("/proc/self/status").read().split("CapEff:")[1].split()[0],
-                 "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}
+                 "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+                 "run": os.listdir("/run") if os.path.isdir("/run") else [],
+                 "home": os.listdir(os.path.expanduser("~")) if os.path.isdir(os.path.expanduser("~")) else []}
         for path in ("/usr/phi1-probe", "/var/tmp/phi1-probe", os.getcwd() + "/ok"):
             try:
                 open(path, "w").write("x")
@@ -108,6 +110,7 @@ def test_what_a_program_sees_inside(pool):
     assert facts["/usr/phi1-probe"] != "written" and facts["/var/tmp/phi1-probe"] != "written"
     assert facts[next(k for k in facts if k.endswith("/ok"))] == "written"
     assert [t.startswith("job-") for t in facts["tmp"]] == [True]
+    assert facts["run"] == []  # the host's unix sockets (D-Bus, Docker) are hidden
 
 
 @needs_bwrap
@@ -197,11 +200,49 @@ def test_bad_sandbox_kind():
         SandboxPool(workers=1, sandbox="docker")
 
 
-def test_python_unmasking_arguments_when_root():
-    args = sb._unmask_python_args()
-    hidden = [p for p in sb.python_paths() if sb._untraversable_ancestors(p)]
-    if not hidden:
-        assert args == []
-    else:  # every needed path is bound back, and the folders above it are traversable
-        for p in hidden:
-            assert any(args[i] == "--ro-bind" and p.startswith(args[i + 1]) for i in range(len(args) - 1))
+def test_hidden_folders_keep_python_reachable():
+    root = os.geteuid() == 0
+    hidden = sb.hidden_paths(root)
+    assert "/run" in hidden or not os.path.isdir("/run")
+    args = sb._mask_args(root)
+    for p in sb.python_paths():  # every Python path under a hidden folder is bound back
+        if any(p == m or p.startswith(m + "/") for m in hidden):
+            assert any(args[i] == "--ro-bind" and (p == args[i + 1] or p.startswith(args[i + 1] + "/"))
+                       for i in range(len(args) - 1)), p
+
+
+def _run_bpf(prog, nr: int, arch: int, arg0: int) -> int:
+    """A classic-BPF interpreter for the few instructions the filter uses."""
+    data = {0: nr, 4: arch, 16: arg0}
+    acc, pc = 0, 0
+    while True:
+        code, jt, jf, k = prog[pc]
+        if code == 0x20:
+            acc, pc = data[k], pc + 1
+        elif code == 0x15:
+            pc += 1 + (jt if acc == k else jf)
+        elif code == 0x35:
+            pc += 1 + (jt if acc >= k else jf)
+        elif code == 0x06:
+            return k
+        else:
+            raise AssertionError(f"unexpected BPF op {code:#x}")
+
+
+@pytest.mark.parametrize("machine, arch, nr_socket", [("x86_64", 0xC000003E, 41), ("aarch64", 0xC00000B7, 198)])
+def test_seccomp_filter_allows_only_namespaced_socket_families(machine, arch, nr_socket):
+    from phi1.evaluate.sandbox_worker import seccomp_program
+
+    allow, kill, eacces = 0x7FFF0000, 0x80000000, 0x0005000D
+    prog = seccomp_program((2, 10, 16), machine)
+    assert _run_bpf(prog, nr_socket, arch, 2) == allow  # AF_INET: isolated by the network namespace
+    assert _run_bpf(prog, nr_socket, arch, 10) == allow
+    assert _run_bpf(prog, nr_socket, arch, 1) == eacces  # AF_UNIX
+    assert _run_bpf(prog, nr_socket, arch, 40) == eacces  # AF_VSOCK
+    assert _run_bpf(prog, 0, arch, 1) == allow  # any other syscall
+    assert _run_bpf(prog, nr_socket, 0x40000003, 1) == kill  # a 32-bit ABI
+    if machine == "x86_64":
+        assert _run_bpf(prog, 0x40000000 + 41, arch, 1) == kill  # x32
+    none = seccomp_program((), machine)  # fallback without a network namespace: no sockets at all
+    assert _run_bpf(none, nr_socket, arch, 2) == eacces and _run_bpf(none, 3, arch, 0) == allow
+    assert seccomp_program((2,), "riscv64") is None

@@ -43,8 +43,8 @@ def module(code: str) -> str:
 
 
 # Each case: (name, completion template). Templates see {target} (a world-writable file
-# outside the sandbox), {target_dir}, {port} (the listener), {marker} (a unique string
-# for process-table searches) and {name}.
+# outside the sandbox), {target_dir}, {port} (the TCP listener), {unix} (a unix-socket
+# listener), {marker} (a unique string for process-table searches) and {name}.
 CASES = {
     "infinite_loop": body("while True:\n    pass"),
     "ignores_sigalrm_sigterm": body("""
@@ -105,6 +105,16 @@ CASES = {
         for host in ("127.0.0.1", "localhost", "::1"):
             try:
                 s = socket.create_connection((host, {port}), timeout=0.3)
+                s.sendall(b"{name}")
+            except OSError:
+                pass
+        return x * 2 + 1"""),
+    "unix_socket_to_host": body("""
+        import socket
+        for fam, addr in ((socket.AF_UNIX, {unix!r}), (getattr(socket, "AF_VSOCK", 40), (2, 1024))):
+            try:
+                s = socket.socket(fam, socket.SOCK_STREAM)
+                s.connect(addr)
                 s.sendall(b"{name}")
             except OSError:
                 pass
@@ -199,9 +209,18 @@ def arena(tmp_path_factory):
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     listener.setblocking(False)
+    # a world-connectable unix socket on the host: read-only mounts do not stop connect()
+    unix_dir = base / f"phi1-security-sock-{uuid.uuid4().hex[:8]}"
+    unix_dir.mkdir(mode=0o777)
+    os.chmod(unix_dir, 0o777)
+    unix_listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix_listener.bind(str(unix_dir / "host.sock"))
+    os.chmod(unix_dir / "host.sock", 0o777)
+    unix_listener.listen(16)
+    unix_listener.setblocking(False)
     marker = f"phi1marker{uuid.uuid4().hex[:12]}"
     ctx = {"target": str(target), "target_dir": str(target_dir), "port": listener.getsockname()[1],
-           "marker": marker}
+           "marker": marker, "unix": str(unix_dir / "host.sock")}
     jobs = {name: Job(PROMPT, tpl.format(name=name, **ctx), TEST, "double") for name, tpl in CASES.items()}
     # one honest program, run last, proves the pool still works after all of this
     jobs["honest_after_all"] = Job(PROMPT, "    return x * 2\n", TEST, "double")
@@ -215,8 +234,12 @@ def arena(tmp_path_factory):
     time.sleep(0.2)
     yield {"results": results, "elapsed": elapsed, "inside": inside, "restarts": restarts,
            "rss_growth_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before,
-           "target": target, "target_dir": target_dir, "listener": listener, "marker": marker}
+           "target": target, "target_dir": target_dir, "listener": listener, "marker": marker,
+           "unix_listener": unix_listener}
     listener.close()
+    unix_listener.close()
+    (unix_dir / "host.sock").unlink()
+    unix_dir.rmdir()
     for p in target_dir.iterdir():
         p.unlink()
     target_dir.rmdir()
@@ -250,6 +273,8 @@ def test_hostile_completion_is_contained(arena, name):
     # the listener on the host's 127.0.0.1 never saw a connection
     with pytest.raises(BlockingIOError):
         arena["listener"].accept()
+    with pytest.raises(BlockingIOError):
+        arena["unix_listener"].accept()
     # no process left behind: nothing with the marker anywhere on the host, and each
     # worker's namespace holds only bubblewrap's init and the worker itself
     assert _marked_processes(arena["marker"]) == []

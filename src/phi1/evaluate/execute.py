@@ -259,7 +259,7 @@ def run(ctx):
             pf.flush()
 
         ev = evaluate(samples, probs, cfg, canonical=cfg.canonical_check, done=done, on_result=record,
-                      warn=lambda msg: ctx.echo(msg))
+                      warn=None)  # the fallback warning goes to stderr, and into the manifest
     out = ctx.work_dir / RESULTS_NAME
     write_results(out, samples, ev.executions)
     (ctx.work_dir / "per_task.txt").write_text(format_table(ev.rows, ev.ks), encoding="utf-8")

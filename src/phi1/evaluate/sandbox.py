@@ -20,11 +20,17 @@ Isolation with bubblewrap (``sandbox="bubblewrap"``, or ``"auto"`` when it runs)
   * when phi1 runs as root: capabilities dropped, and the worker switches to an
     unprivileged uid of its own before any program runs (RLIMIT_NPROC does not
     apply to root); workers are not dumpable, so programs cannot ptrace them;
+  * /run (the host's unix sockets: D-Bus, Docker, systemd), /root and the home
+    folder hidden behind empty tmpfs, the Python installation bound back;
+  * a seccomp filter: socket() only for inet/inet6/netlink, which the network
+    namespace isolates (a read-only mount does not stop connect() to a unix
+    socket, and AF_VSOCK reaches a VM's host); foreign syscall ABIs kill;
   * rlimits per program: address space, CPU seconds, processes (threads
     included), file size, open files, no core dumps; a wall-clock timeout that
     kills the program's process group; output captured and capped.
 Where bubblewrap cannot run, ``"auto"`` falls back to rlimits + an own process
-group + a new network namespace where the kernel permits it, with a loud
+group + a new network namespace where the kernel permits it + the same seccomp
+filter (denying every socket family when there is no namespace), with a loud
 warning (also in `describe()`, which stages put in their manifest); asking for
 ``"bubblewrap"`` explicitly makes that an error instead.
 """
@@ -185,7 +191,9 @@ class SandboxPool:
         return [f"rlimits (memory {lim.memory_mb} MiB, CPU ~{int(lim.timeout_s) + 1}s, "
                 f"{lim.max_processes} processes, files {lim.max_file_mb} MiB)",
                 "own session/process group, descendants killed after each program",
-                "a new network namespace where the kernel permits it", f"runs as {uid}"]
+                "a new network namespace where the kernel permits it",
+                "seccomp: no unix/vsock sockets (no sockets at all without the network namespace)",
+                f"runs as {uid}"]
 
     def _start_all(self) -> None:
         # Spawn all, then wait for each: start-up costs one worker's time, not n.
@@ -435,12 +443,15 @@ class SandboxPool:
                 f"{lim.max_processes} processes, file size {lim.max_file_mb} MiB, 256 open files, no core",
                 f"wall-clock timeout {lim.timeout_s}s kills the process group; every other process in the "
                 "namespace killed after each program",
+                f"seccomp: {info.get('layers', {}).get('seccomp', 'unknown')} (no unix sockets, no vsock)",
+                "/run, /root and the home folder hidden (empty tmpfs; Python bound back read-only)",
             ]
         else:
             layers = self._fallback_layers()
             net = info.get("layers", {}).get("network_namespace")
             if net:
                 layers[2] = f"new network namespace: {net}"
+            layers.append(f"seccomp: {info.get('layers', {}).get('seccomp', 'unknown')}")
         return {"kind": self.kind, "requested": self.requested, "workers": self.n, "limits": asdict(lim),
                 "layers": layers, "warning": self.warning, "worker_restarts": self.restarts,
                 "python": info.get("python")}
@@ -567,8 +578,7 @@ def bubblewrap_argv(limits: SandboxLimits, root: bool) -> list[str]:
     argv = [bubblewrap_path() or "bwrap", "--die-with-parent", "--new-session",
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--hostname", "phi1-sandbox", "--ro-bind", "/", "/"]
-    if root:
-        argv += _unmask_python_args()
+    argv += _mask_args(root)
     argv += ["--dev", "/dev", "--proc", "/proc",
              "--perms", "1777", *tmp_size, "--tmpfs", "/tmp",
              "--perms", "1777", *tmp_size, "--tmpfs", "/dev/shm",
@@ -605,28 +615,42 @@ def _untraversable_ancestors(path: str) -> list[str]:
     return out
 
 
-def _unmask_python_args() -> list[str]:
-    """bwrap arguments that make Python reachable for an unprivileged uid: an empty
-    tmpfs over each non-traversable directory (e.g. /root, hiding what is in it),
-    with the Python paths under it bound back read-only."""
-    needed = python_paths()
-    masks: list[str] = []
-    for p in needed:
-        for a in _untraversable_ancestors(p):
-            if not any(a == m or a.startswith(m + "/") for m in masks):
-                masks.append(a)
-            break
+def hidden_paths(root: bool) -> list[str]:
+    """Folders replaced by an empty tmpfs inside the sandbox.
+
+    /run holds the host's unix sockets (D-Bus, the Docker and systemd sockets): a
+    read-only mount does not stop connect(), hiding them does. Home folders hold
+    the user's keys and tokens. As root, every folder an unprivileged uid could
+    not enter on the way to Python (e.g. /root) is hidden too, or the worker's own
+    uid could not reach the interpreter."""
+    masks = ["/run", "/root", os.path.expanduser("~")]
+    if root:
+        for p in python_paths():
+            masks += _untraversable_ancestors(p)[:1]
+    out: list[str] = []
+    for m in sorted({os.path.realpath(m) for m in masks}, key=lambda x: (x.count("/"), x)):
+        if m == "/" or not os.path.isdir(m) or any(m == o or m.startswith(o + "/") for o in out):
+            continue
+        out.append(m)
+    return out
+
+
+def _mask_args(root: bool) -> list[str]:
+    """bwrap arguments hiding `hidden_paths` behind empty tmpfs, with the Python
+    installation, environment and import path under them bound back read-only."""
+    masks = hidden_paths(root)
     if not masks:
         return []
     args: list[str] = []
-    for m in sorted(masks, key=lambda s: s.count("/")):
+    for m in masks:
         args += ["--perms", "0755", "--tmpfs", m]
-    binds = [p for p in needed if any(p.startswith(m + "/") for m in masks)]
+    needed = python_paths()
+    binds = [p for p in needed if any(p == m or p.startswith(m + "/") for m in masks)]
     made: set[str] = set()
     for p in sorted(set(binds)):
         if any(p.startswith(q + "/") for q in binds if q != p):
             continue  # inside another bound path already
-        mask = next(m for m in masks if p.startswith(m + "/"))
+        mask = next(m for m in masks if p == m or p.startswith(m + "/"))
         # bwrap would create the directories in between as 0700: make them traversable.
         cur = mask
         for part in Path(p).relative_to(mask).parts[:-1]:

@@ -59,6 +59,9 @@ CLONE_NEWUSER = 0x10000000
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 
 
 # --------------------------------------------------------------------------- framing
@@ -122,6 +125,58 @@ def _unshare_network() -> str:
     import ctypes
 
     return f"no ({os.strerror(ctypes.get_errno())})"
+
+
+# seccomp: socket() only for the families a network namespace isolates. A read-only
+# mount does not stop connect() to a unix socket on the host (D-Bus, Docker, ...),
+# and AF_VSOCK reaches a VM's host whatever the namespace.
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # AUDIT_ARCH_*, __NR_socket
+AF_INET, AF_INET6, AF_NETLINK = 2, 10, 16
+
+
+def seccomp_program(families: tuple[int, ...], machine: str | None = None) -> list[tuple[int, int, int, int]] | None:
+    """Classic-BPF filter: socket(domain) fails with EACCES unless domain is in
+    ``families``; syscalls of a foreign ABI (x32, 32-bit compat) kill the process;
+    everything else is allowed. None where we do not know the syscall table."""
+    machine = machine or os.uname().machine
+    if machine not in _SECCOMP_ARCH:
+        return None
+    audit_arch, nr_socket = _SECCOMP_ARCH[machine]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
+    allow, kill, eacces = 0x7FFF0000, 0x80000000, 0x00050000 | 13
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, kill), (ld, 0, 0, 0)]
+    if machine == "x86_64":
+        prog += [(jge, 0, 1, 0x40000000), (ret, 0, 0, kill)]  # x32 syscall numbers
+    prog += [(jeq, 1, 0, nr_socket), (ret, 0, 0, allow), (ld, 0, 0, 16)]  # A = low word of args[0]
+    for i, fam in enumerate(families):
+        prog.append((jeq, len(families) - i, 0, fam))
+    prog += [(ret, 0, 0, eacces), (ret, 0, 0, allow)]
+    return prog
+
+
+def _install_seccomp(families: tuple[int, ...]) -> str:
+    prog = seccomp_program(families)
+    if prog is None:
+        return f"no (no syscall table for {os.uname().machine})"
+    import ctypes
+
+    class SockFilter(ctypes.Structure):
+        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
+
+    filters = (SockFilter * len(prog))(*[SockFilter(*ins) for ins in prog])
+    fprog = SockFprog(len(prog), filters)
+    try:
+        libc = _libc()
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or \
+                libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+            return f"no ({os.strerror(ctypes.get_errno())})"
+    except (OSError, AttributeError) as e:
+        return f"no ({e})"
+    names = {AF_INET: "inet", AF_INET6: "inet6", AF_NETLINK: "netlink"}
+    return "socket() allowed for " + (", ".join(names.get(f, str(f)) for f in families) or "no family")
 
 
 def _drop_privileges(uid: int) -> None:
@@ -546,6 +601,10 @@ def main() -> int:
             return 4
     # Not ptrace-able or /proc/<pid>/mem-readable by the programs (same uid).
     layers["undumpable"] = _prctl(PR_SET_DUMPABLE, 0)
+    # Inet sockets only inside a network namespace of our own; without one (fallback
+    # where unshare failed) no socket family at all.
+    netns = cfg["pid_namespace"] or str(layers.get("network_namespace", "")).startswith("yes")
+    layers["seccomp"] = _install_seccomp((AF_INET, AF_INET6, AF_NETLINK) if netns else ())
     for name in _SHIELD:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
