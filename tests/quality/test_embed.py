@@ -14,7 +14,7 @@ from phi1.quality.embedders import CausalLMEmbedder, build_embedder
 TEXTS = [
     "def add(a, b):\n    return a + b\n",
     "x = 1",
-    "import os\n" * 150,  # longer than one 256-token window
+    "import os\n" * 80,  # longer than one 128-token window
     "",
     'class Stack:\n    """A LIFO stack."""\n    def __init__(self):\n        self.items = []\n',
     "print('hello world')\n",
@@ -42,7 +42,9 @@ def test_length_sorted_batches_keep_input_order_and_match_unbatched():
     batched = e.embed(TEXTS)
     one_by_one = np.stack([e.embed([t])[0] for t in TEXTS])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
-    # Matches sentence-transformers' own encode (same truncation at 256 tokens).
+    # Matches sentence-transformers' own encode with the same truncation.
+    assert e.max_tokens == 128
+    e._model.max_seq_length = 128
     np.testing.assert_allclose(batched, e._model.encode(TEXTS), atol=1e-5)
 
 
@@ -155,3 +157,23 @@ def test_cache_ignores_incomplete_shards_and_other_embedders(tmp_path):
     assert fresh.dim == 4
     with pytest.raises(Phi1Error, match="embedder key"):
         EmbeddingCache(tmp_path / "c", {"key": "other"})
+
+
+def test_cache_grows_by_segments_and_bounds_open_files(tmp_path):
+    rng = np.random.default_rng(0)
+    cache = EmbeddingCache(tmp_path, {"key": "k"}, flush_rows=10, open_shards=2)
+    all_keys, all_vecs = [], []
+    for part in range(5):  # five shards, written while the index is live
+        keys = [doc_key(f"d{part}-{i}", "t") for i in range(10)]
+        vecs = rng.normal(size=(10, 3)).astype(np.float32)
+        cache.put(keys, vecs)
+        all_keys += keys
+        all_vecs.append(vecs)
+        found, got = cache.get(all_keys[::-1])
+        assert found.all()
+        np.testing.assert_array_equal(got, np.concatenate(all_vecs)[::-1])
+        assert len(cache._open) <= 2
+    reopened = EmbeddingCache(tmp_path, {"key": "k"})
+    assert len(reopened) == 50
+    found, got = reopened.get(all_keys)
+    np.testing.assert_array_equal(got, np.concatenate(all_vecs))

@@ -18,8 +18,9 @@ valid. Writers never append to a shard: concurrent datatrove tasks each write
 their own shards, so many processes can share one cache folder (also on a
 shared filesystem).
 
-Lookup keeps only the 16-byte keys in memory (sorted, binary search; 20M
-documents cost 320 MB) and memory-maps the vector files.
+Lookup keeps only the keys in memory (16 bytes + 8 bytes of shard/row per
+vector, sorted, binary search: 20M documents cost ~480 MB) and memory-maps
+the vector files it reads from, a bounded number at a time.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import json
 import os
 import time
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -48,14 +50,17 @@ def doc_key(doc_id: str, text: str) -> bytes:
 class EmbeddingCache:
     """Shard cache of vectors for one embedder."""
 
-    def __init__(self, folder: str | Path, meta: dict[str, Any] | None = None, flush_rows: int = 4096):
+    def __init__(self, folder: str | Path, meta: dict[str, Any] | None = None, flush_rows: int = 4096,
+                 open_shards: int = 64):
         self.folder = Path(folder)
         self.meta = dict(meta or {})
         self.flush_rows = flush_rows
-        self._keys: np.ndarray | None = None  # sorted keys of all complete shards
-        self._where: np.ndarray | None = None  # (shard index, row) per sorted key
+        self.open_shards = open_shards
+        # Sorted key segments: the shards found at first lookup, then one per shard
+        # this process writes (no re-read of the folder after each flush).
+        self._segments: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None  # (keys, shard, row)
         self._shards: list[Path] = []
-        self._vectors: dict[int, np.ndarray] = {}
+        self._open: OrderedDict[int, np.ndarray] = OrderedDict()  # LRU of memory-mapped vector files
         self._pending_keys: list[bytes] = []
         self._pending_vecs: list[np.ndarray] = []
         self._pending_index: dict[bytes, int] = {}
@@ -83,67 +88,85 @@ class EmbeddingCache:
         return int(d) if d else None
 
     # -- index -----------------------------------------------------------------
-    def _load_index(self) -> None:
-        if self._keys is not None:
-            return
-        keys, where, shards = [], [], []
+    def _segment(self, keys: np.ndarray, shard: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        order = np.argsort(keys, kind="stable")
+        return keys[order], np.full(len(keys), shard, np.int32), order.astype(np.int32)
+
+    def _load_index(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        if self._segments is not None:
+            return self._segments
+        keys, shards, rows = [], [], []
         if self.folder.is_dir():
             for kp in sorted(self.folder.glob("part-*.keys.npy")):
                 vp = kp.with_name(kp.name[: -len(".keys.npy")] + ".npy")
                 try:
                     k = np.load(kp)
-                    v = np.load(vp, mmap_mode="r")
+                    shape = _npy_shape(vp)
                 except (OSError, ValueError):
                     continue  # unreadable shard (e.g. removed meanwhile): its vectors are recomputed
-                if v.ndim != 2 or len(v) != len(k) or k.dtype != KEY_DTYPE:
+                if len(shape) != 2 or shape[0] != len(k) or k.dtype != KEY_DTYPE:
                     continue
-                idx = len(shards)
-                shards.append(vp)
-                self._vectors[idx] = v
+                idx = len(self._shards)
+                self._shards.append(vp)
                 keys.append(k)
-                where.append(np.stack([np.full(len(k), idx, np.int64), np.arange(len(k), dtype=np.int64)], 1))
+                shards.append(np.full(len(k), idx, np.int32))
+                rows.append(np.arange(len(k), dtype=np.int32))
+        self._segments = []
         if keys:
             allk = np.concatenate(keys)
-            allw = np.concatenate(where)
             order = np.argsort(allk, kind="stable")
-            self._keys, self._where = allk[order], allw[order]
+            self._segments.append((allk[order], np.concatenate(shards)[order], np.concatenate(rows)[order]))
+        return self._segments
+
+    def _vectors(self, shard: int) -> np.ndarray:
+        v = self._open.get(shard)
+        if v is None:
+            # Bounded: each memory map holds a file descriptor, and a 35B-token run has thousands of shards.
+            if len(self._open) >= self.open_shards:
+                self._open.popitem(last=False)
+            v = self._open[shard] = np.load(self._shards[shard], mmap_mode="r")
         else:
-            self._keys, self._where = np.zeros(0, KEY_DTYPE), np.zeros((0, 2), np.int64)
-        self._shards = shards
+            self._open.move_to_end(shard)
+        return v
 
     def __len__(self) -> int:
-        self._load_index()
-        assert self._keys is not None
-        return len(self._keys) + len(self._pending_keys)
+        return sum(len(seg[0]) for seg in self._load_index()) + len(self._pending_keys)
 
     def get(self, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
         """(found mask, vectors of the found keys in order)."""
-        self._load_index()
-        assert self._keys is not None and self._where is not None
+        segments = self._load_index()
         n = len(keys)
         found = np.zeros(n, dtype=bool)
-        rows: list[np.ndarray | None] = [None] * n
         if n == 0:
             return found, None
         q = np.array(keys, dtype=KEY_DTYPE)
-        if len(self._keys):
-            pos = np.searchsorted(self._keys, q)
-            pos_c = np.minimum(pos, len(self._keys) - 1)
-            hit = (pos < len(self._keys)) & (self._keys[pos_c] == q)
-            for i in np.nonzero(hit)[0]:
-                shard, row = self._where[pos_c[i]]
-                rows[i] = np.asarray(self._vectors[int(shard)][row])
-                found[i] = True
+        where_shard = np.full(n, -1, np.int64)
+        where_row = np.zeros(n, np.int64)
+        for seg_keys, seg_shard, seg_row in segments:
+            if not len(seg_keys):
+                continue
+            pos = np.minimum(np.searchsorted(seg_keys, q), len(seg_keys) - 1)
+            hit = ~found & (seg_keys[pos] == q)
+            where_shard[hit], where_row[hit] = seg_shard[pos[hit]], seg_row[pos[hit]]
+            found |= hit
+        out: dict[int, np.ndarray] = {}
+        for shard in np.unique(where_shard[found]):
+            idx = np.nonzero(where_shard == shard)[0]
+            rows = where_row[idx]
+            order = np.argsort(rows)  # memory maps read fastest in file order
+            block = np.asarray(self._vectors(int(shard))[rows[order]], dtype=np.float32)
+            for i, r in zip(idx[order], block):
+                out[int(i)] = r
         for i in np.nonzero(~found)[0]:
             j = self._pending_index.get(keys[i])
             if j is not None:
-                rows[i] = self._pending_vecs[j]
+                out[int(i)] = self._pending_vecs[j]
                 found[i] = True
         self.hits += int(found.sum())
         self.misses += int(n - found.sum())
         if not found.any():
             return found, None
-        return found, np.stack([r for r in rows if r is not None]).astype(np.float32, copy=False)
+        return found, np.stack([out[int(i)] for i in np.nonzero(found)[0]]).astype(np.float32, copy=False)
 
     # -- writing ---------------------------------------------------------------
     def put(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
@@ -170,9 +193,20 @@ class EmbeddingCache:
         stem = f"part-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:12]}"
         _atomic_save(self.folder / f"{stem}.npy", lambda f: np.save(f, vecs))
         _atomic_save(self.folder / f"{stem}.keys.npy", lambda f: np.save(f, keys))
+        if self._segments is not None:
+            self._shards.append(self.folder / f"{stem}.npy")
+            self._segments.append(self._segment(keys, len(self._shards) - 1))
         self._pending_keys, self._pending_vecs, self._pending_index = [], [], {}
-        self._keys = None  # re-read on the next lookup, new shard included
-        self._vectors = {}
+
+
+def _npy_shape(path: Path) -> tuple[int, ...]:
+    """Shape from a .npy header, without mapping the file."""
+    with open(path, "rb") as f:
+        fmt = np.lib.format
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _fortran, _dtype = read(f)
+    return tuple(shape)
 
 
 def _atomic_save(path: Path, write: Any) -> None:
