@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -151,7 +152,9 @@ def evaluate(samples: Sequence[Sample], problems: Mapping[str, Problem], config:
 
     started = time.monotonic()
     try:
-        with SandboxPool(config.workers, limits_for(config), config.sandbox, warn=warn) as pool:
+        # no more workers than programs: each one costs an interpreter start
+        workers = max(1, min(config.workers or (os.cpu_count() or 1), len(jobs)))
+        with SandboxPool(workers, limits_for(config), config.sandbox, warn=warn) as pool:
             out = pool.run(jobs, on_result=collect) if jobs else []
             sandbox = pool.describe()
         sandbox["cpu_seconds"] = round(pool.cpu_seconds, 3)  # known once the workers said goodbye

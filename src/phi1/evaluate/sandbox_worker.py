@@ -31,6 +31,7 @@ out. The sandbox, not the verdict, is the security boundary.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -95,20 +96,16 @@ def _send(fd: int, msg: dict) -> None:
 # --------------------------------------------------------------------------- setup
 
 
+@functools.lru_cache(maxsize=None)  # loaded once by the worker; children inherit it
 def _libc():
     import ctypes
 
     return ctypes.CDLL(None, use_errno=True)
 
 
-_LIBC: list = []  # loaded once by the worker; children inherit it instead of dlopen-ing again
-
-
 def _prctl(option: int, value: int) -> bool:
     try:
-        if not _LIBC:
-            _LIBC.append(_libc())
-        return _LIBC[0].prctl(option, value, 0, 0, 0) == 0
+        return _libc().prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 
