@@ -20,11 +20,11 @@ from phi1.pipeline import STAGES, RunDirectory, get_stage
 
 
 @functools.lru_cache(maxsize=None)
-def minilm(batch_size: int = 4) -> Any:
+def minilm(batch_size: int = 4, max_tokens: int = 128) -> Any:
     from phi1.quality.config import EmbedConfig
     from phi1.quality.embedders import build_embedder
 
-    e = build_embedder(EmbedConfig(batch_size=batch_size, device="cpu"))
+    e = build_embedder(EmbedConfig(batch_size=batch_size, device="cpu", max_tokens=max_tokens))
     e._ensure_loaded()
     return e
 

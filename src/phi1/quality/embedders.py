@@ -76,14 +76,17 @@ class Embedder(ABC):
 
 
 def resolve_device(device: str, rank: int = 0) -> str:
-    """'auto' -> a CUDA device when one is visible (task `rank` spreads over
-    several GPUs of one machine), else 'cpu'."""
-    if device != "auto":
+    """'auto' -> a CUDA device when one is visible, else 'cpu'. 'auto' and 'cuda'
+    spread datatrove tasks over the GPUs of one machine (task r -> GPU r mod N);
+    'cuda:N' pins one GPU."""
+    if device not in ("auto", "cuda"):
         return device
     import torch
 
     if torch.cuda.is_available():
         return f"cuda:{rank % torch.cuda.device_count()}"
+    if device == "cuda":
+        raise Phi1Error("embed.device = 'cuda' but torch sees no CUDA device (set embed.device = 'auto' or 'cpu')")
     return "cpu"
 
 

@@ -327,8 +327,9 @@ def run(ctx: StageContext) -> StageResult:
 
     cfg = ctx.section
     config = ctx.config
-    docs_in = ctx.input_dir("ingest") / "docs"
-    model_dir = ctx.input_dir("classifier")
+    # Absolute paths: Slurm/Ray tasks do not start in this directory.
+    docs_in = (ctx.input_dir("ingest") / "docs").resolve()
+    model_dir = ctx.input_dir("classifier").resolve()
     model = QualityModel.load(model_dir)
     # Fail here, in one line, rather than in every task: the classifier must match [embed].
     embed_info = json.loads((ctx.input_dir("embed") / EMBEDDER).read_text())
@@ -337,9 +338,10 @@ def run(ctx: StageContext) -> StageResult:
     if threshold is None:
         threshold = 0.5 if model.task == "binary" else model.threshold
 
-    out = ctx.work_dir
+    out = ctx.work_dir.resolve()
     scores_dir = str(out / "scores")
-    common = dict(embed_cfg=config.embed, model_dir=str(model_dir), cache_root=cache_root(config.embed, ctx.run_dir),
+    cache = cache_root(config.embed, ctx.run_dir.resolve())
+    common = dict(embed_cfg=config.embed, model_dir=str(model_dir), cache_root=cache and str(Path(cache).resolve()),
                   scores_dir=scores_dir, batch_size=cfg.batch_size, threads=_threads_per_task(cfg.executor))
     job = f"{config.run.name}-filter"
 
