@@ -61,3 +61,12 @@ class GradeConfig:
     max_attempts: int = option(3, ge=1, doc="asks per sample when the reply has no valid grade")
     samples_per_task: int = option(0, ge=0, doc="grade only the first N samples of each task (0 = all)")
     llm: LLMConfig = option(default_factory=LLMConfig)
+
+
+def generate_inputs(config) -> tuple[str, ...]:
+    """Upstream stages `generate` reads: none when it is pointed at a model
+    folder or an endpoint, else this run's finetuned export."""
+    g = config.generate
+    if g.backend == "endpoint" or g.model:
+        return ()
+    return ("finetune",)
