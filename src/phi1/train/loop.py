@@ -93,10 +93,15 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum of next-token cross-entropies over target positions (fp32)."""
+    """Sum of next-token cross-entropies over target positions (fp32).
+
+    The labels are shifted, not the logits: slicing ``logits[:, :-1]`` would
+    copy the largest tensor of the step ([batch, seq, vocab]).
+    """
     vocab = logits.size(-1)
-    return F.cross_entropy(logits[:, :-1].float().reshape(-1, vocab), labels[:, 1:].reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+    return F.cross_entropy(logits.float().reshape(-1, vocab), targets.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum")
 
 
 class _Interval:
@@ -266,9 +271,11 @@ def train(
                               dtype=torch.float64)
         if fixed:  # every rank holds the same number of full rows: no need to ask the others
             counts = counts * world
+            scale: Any = world / float(counts[0])
+            counts = _to_device(counts, env.device)
         else:
-            counts = all_reduce_sum(counts.to(env.device), env)
-        scale = world / counts[0].to(env.device, torch.float32)
+            counts = all_reduce_sum(_to_device(counts, env.device), env)
+            scale = world / counts[0].float()
         local_loss = torch.zeros((), dtype=torch.float32, device=env.device)
         for j, b in enumerate(batches):
             b = b.to(env.device)
@@ -352,6 +359,13 @@ def train(
         peak_flops=peak,
         flops_per_token=flops_per_token,
     )
+
+
+def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host-to-GPU copy that does not make the host wait for the GPU's queue."""
+    if device.type != "cuda":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _better(val: float | None, best: dict[str, Any] | None) -> bool:
