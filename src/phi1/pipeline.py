@@ -362,6 +362,9 @@ class Pipeline:
                     self.run_stage(spec, why)
                     outcomes[spec.name] = "ran"
                 except SkipStage as e:
+                    partial = self.rundir.partial_dir(spec.name)
+                    if self.rank == 0 and [p.name for p in partial.iterdir()] == [ATTEMPT]:
+                        shutil.rmtree(partial)  # nothing to resume: leave no trace
                     self._say(f"{spec.name}: skipped: {e}")
                     skipped_upstream.add(spec.name)
                     outcomes[spec.name] = "skipped"
