@@ -284,3 +284,20 @@ def test_missing_model_folder_is_one_clear_line(tmp_path, capsys):
     assert main(["generate", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert "has no config.json" in err and "finetune/model" in err
+
+
+def test_prompt_longer_than_context_keeps_its_end(generator):
+    """Positions past the trained context would extrapolate rotary: a prompt is
+    cut from the left so prompt + max_new_tokens fits the model's context."""
+    context = generator.context
+    long_prompt = "# filler line\n" * context + PROMPTS[0]
+    assert generator.prompt_lengths([long_prompt])[0] > context
+    (text, _reason), = generator.generate([long_prompt], max_new_tokens=8, temperature=0.0, top_p=1.0,
+                                          stops=[], seed=0)[0]
+    # Same continuation as the prompt's last (context - 8) tokens alone.
+    ids = generator.tokenizer(long_prompt)["input_ids"][-(context - 8):]
+    tail = generator.tokenizer.decode(ids)
+    (expected, _), = generator.generate([tail], max_new_tokens=8, temperature=0.0, top_p=1.0, stops=[], seed=0)[0]
+    assert text == expected
+    with pytest.raises(Exception, match="leaves no room"):
+        generator.generate([PROMPTS[0]], max_new_tokens=context, temperature=0.0, top_p=1.0, stops=[], seed=0)

@@ -187,6 +187,7 @@ class TransformersGenerator:
         except (OSError, ValueError) as e:
             raise InputError(f"cannot load the tokenizer of {model_dir}: {e}") from None
         tok.padding_side = "left"  # decoder-only: the prompts must end where generation starts
+        tok.truncation_side = "left"  # an over-long prompt keeps its end (the signature + docstring)
         if tok.pad_token is None:
             if tok.eos_token is None:
                 raise InputError(f"tokenizer in {model_dir} has neither a pad nor an eos token")
@@ -194,6 +195,19 @@ class TransformersGenerator:
         self.tokenizer = tok
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, **_dtype_kwarg(getattr(torch, self.dtype)))
         self.model.to(self.device).eval()
+        # Positions past the trained context give garbage (rotary extrapolation):
+        # prompts are cut from the left so prompt + max_new_tokens fits.
+        self.context = getattr(self.model.config, "max_position_embeddings", None)
+
+    def prompt_budget(self, max_new_tokens: int) -> int | None:
+        """Most prompt tokens that leave room for ``max_new_tokens`` (None = no limit)."""
+        if not self.context:
+            return None
+        budget = self.context - max_new_tokens
+        if budget < 1:
+            raise InputError(f"generate.max_new_tokens = {max_new_tokens} leaves no room for a prompt in "
+                             f"the model's context of {self.context} tokens ({self.model_dir})")
+        return budget
 
     def prompt_lengths(self, prompts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
@@ -215,7 +229,9 @@ class TransformersGenerator:
         from phi1.evaluate.stops import make_stopping_criteria
 
         tok = self.tokenizer
-        enc = tok(list(prompts), return_tensors="pt", padding=True).to(self.device)
+        budget = self.prompt_budget(max_new_tokens)
+        enc = tok(list(prompts), return_tensors="pt", padding=True,
+                  truncation=budget is not None, max_length=budget).to(self.device)
         prompt_len = enc["input_ids"].shape[1]
         sampling = temperature > 0
         gen_cfg = GenerationConfig(
@@ -282,6 +298,12 @@ def generate_transformers(
     todo = [b for b in my_batches if not all(rows[i].key in done_keys for i in batches[b])]
     if len(todo) < len(my_batches):
         log(f"resuming: {len(my_batches) - len(todo)} of {len(my_batches)} batches already done")
+    budget = generator.prompt_budget(cfg.max_new_tokens)
+    if budget is not None and rank == 0:
+        cut = sum(1 for n in lengths if n > budget)
+        if cut:
+            log(f"{cut} of {len(lengths)} prompts are longer than the model's context allows "
+                f"({generator.context} - {cfg.max_new_tokens} new tokens = {budget}): kept their last {budget} tokens")
     bar = tqdm(total=sum(len(batches[b]) for b in todo), unit="seq", desc="generate",
                disable=rank != 0, dynamic_ncols=True)
     _end_with_newline(mine)  # after a crash mid-line, appends start on a fresh line
