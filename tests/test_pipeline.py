@@ -177,3 +177,13 @@ def test_changed_config_discards_interrupted_attempt(tmp_path):
     outcomes, text = run(make_cfg(tmp_path, "annotate.samples=9"))
     assert outcomes["count"] == "ran" and "resuming" not in text
     assert not (tmp_path / "t" / "count" / "half.txt").exists()
+
+
+def test_config_skip_is_one_line_before_the_stage_starts(tmp_path):
+    outcomes, text = run(make_cfg(tmp_path), stages=toy_stages.TOY_SKIP_IF)
+    assert outcomes["maybe"] == "skipped"
+    lines = [x for x in text.splitlines() if x.startswith("maybe:")]
+    assert lines == ["maybe: skipped: annotate.samples is not 7"]
+    assert not (tmp_path / "t" / "maybe.partial").exists()
+    outcomes, _ = run(make_cfg(tmp_path, "annotate.samples=7"), stages=toy_stages.TOY_SKIP_IF)
+    assert outcomes["maybe"] == "ran"

@@ -60,3 +60,13 @@ TOY_SKIP = TOY + (
     StageSpec("after", "toy_stages:run_double", ("execute",), ("count", "skipper"), "toy: after skipper"),
 )
 TOY_FAIL = (StageSpec("count", "toy_stages:run_fail", ("annotate",), (), "toy: fails"),)
+
+
+def skip_unless_samples_is_7(config) -> str | None:
+    return None if config.annotate.samples == 7 else "annotate.samples is not 7"
+
+
+TOY_SKIP_IF = TOY + (
+    StageSpec("maybe", "toy_stages:run_double", ("grade",), ("count",), "toy: config-skipped",
+              skip_if="toy_stages:skip_unless_samples_is_7"),
+)

@@ -52,6 +52,12 @@ class StageSpec:
     # reads, when that depends on the config (e.g. generate from an endpoint needs
     # no finetuned model). Must live in a light module (a config module).
     needs: str | None = None
+    # "module:function(config) -> str | None": a reason to skip the stage in
+    # this config, checked before it starts (light module, like `needs`).
+    skip_if: str | None = None
+
+    def skip_reason(self, config: PipelineConfig) -> str | None:
+        return _import(self.skip_if)(config) if self.skip_if else None
 
     def inputs_for(self, config: PipelineConfig) -> tuple[str, ...]:
         if self.needs:
@@ -95,7 +101,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("execute", "phi1.evaluate.execute:run", ("execute",), ("generate",),
               "run completions in the sandbox, pass@k"),
     StageSpec("grade", "phi1.evaluate.grade:run", ("grade",), ("generate",),
-              "LLM grader: verbal evaluation + 0-10 grade"),
+              "LLM grader: verbal evaluation + 0-10 grade", skip_if="phi1.evaluate.config:grade_skip_reason"),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -341,6 +347,12 @@ class Pipeline:
                     skipped_upstream.add(spec.name)
                     outcomes[spec.name] = "skipped"
                     self._say(f"{spec.name}: skipped (needs {', '.join(u for u in inputs if u in skipped_upstream)})")
+                    continue
+                reason = spec.skip_reason(self.config)
+                if reason:
+                    skipped_upstream.add(spec.name)
+                    outcomes[spec.name] = "skipped"
+                    self._say(f"{spec.name}: skipped: {reason}")
                     continue
                 st = self.rundir.status(spec, {})
                 upstream_bad = [u for u in inputs

@@ -70,3 +70,10 @@ def generate_inputs(config) -> tuple[str, ...]:
     if g.backend == "endpoint" or g.model:
         return ()
     return ("finetune",)
+
+
+def grade_skip_reason(config) -> str | None:
+    """`grade` needs an endpoint; without one `phi1 run` skips it with this notice."""
+    if not config.grade.llm.enabled:
+        return "no grader endpoint: set [grade.llm] base_urls and model to grade with an LLM"
+    return None
