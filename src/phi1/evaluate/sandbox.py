@@ -57,6 +57,21 @@ from phi1.errors import Phi1Error
 
 SANDBOX_KINDS = ("auto", "bubblewrap", "fallback")
 WORKER_SCRIPT = Path(__file__).with_name("sandbox_worker.py")
+# Folders the sandbox replaces with its own empty tmpfs: nothing it runs may live there.
+PRIVATE_DIRS = ("/tmp", "/dev/shm")
+
+
+def worker_interpreter() -> str:
+    """The real interpreter behind ``sys.executable`` (a venv's python is a link
+    to it). The worker is standard-library only, so it needs neither the venv
+    nor the phi1 checkout: both may sit under /tmp, which the sandbox hides."""
+    return os.path.realpath(sys.executable)
+
+
+def worker_argv(cfg: dict) -> list[str]:
+    """The worker's command line: its source goes in with ``-c``, so no file of
+    phi1's has to be visible inside the sandbox."""
+    return [worker_interpreter(), "-I", "-B", "-c", WORKER_SCRIPT.read_text(encoding="utf-8"), json.dumps(cfg)]
 _HEADER = struct.Struct(">I")
 _STARTUP_S = 60.0  # a cold start on a loaded machine (bwrap + interpreter + preloads)
 _WEDGE_GRACE_S = 5.0  # beyond the program's timeout, before a silent worker is replaced
@@ -226,7 +241,7 @@ class SandboxPool:
 
     def _spawn(self, kind: str, slot: int) -> _Worker:
         cfg = self._worker_config(kind, slot)
-        argv = [sys.executable, "-I", "-B", str(WORKER_SCRIPT), json.dumps(cfg)]
+        argv = worker_argv(cfg)
         if kind == "bubblewrap":
             argv = bubblewrap_argv(self.limits, root=os.geteuid() == 0) + argv
             env = None  # bwrap --clearenv
@@ -568,6 +583,10 @@ def bubblewrap_problem() -> str | None:
         return "bwrap --version failed"
     if ver < (0, 5):
         return f"bubblewrap {'.'.join(map(str, ver))} is too old (need >= 0.5 for --perms)"
+    for p in python_paths():
+        if any(p == d or p.startswith(d + "/") for d in PRIVATE_DIRS):
+            return (f"the Python installation is under {p}, which the sandbox replaces with a private "
+                    f"tmpfs: use an interpreter installed outside {' and '.join(PRIVATE_DIRS)}")
     return None
 
 
@@ -594,10 +613,10 @@ def bubblewrap_argv(limits: SandboxLimits, root: bool) -> list[str]:
 
 def python_paths() -> list[str]:
     """What the sandboxed interpreter reads: installation, environment, import path, worker."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-             os.path.dirname(os.path.abspath(sys.executable)), os.path.dirname(os.path.realpath(sys.executable)),
-             str(WORKER_SCRIPT.parent)}
-    paths.update(p for p in sys.path if p and os.path.isabs(p))
+    # The base installation only: the worker runs the real interpreter with -I
+    # (no venv, no user site, no script folder on sys.path).
+    interp = worker_interpreter()
+    paths = {sys.base_prefix, sys.base_exec_prefix, os.path.dirname(interp)}
     return sorted({os.path.realpath(p) for p in paths if os.path.exists(p)})
 
 
