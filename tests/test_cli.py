@@ -62,3 +62,10 @@ def test_missing_config_is_one_line_error(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err.strip()
     assert "not found" in err and len(err.splitlines()) == 1
+
+
+def test_stages_marks_config_skipped_stage(tmp_path, capsys):
+    main(["stages", str(REPO / "configs/demo.toml"), "--set", f"run.root={tmp_path}"])
+    out = capsys.readouterr().out
+    grade = [x for x in out.splitlines() if x.startswith("grade")][0]
+    assert "skipped" in grade and "no grader endpoint" in grade

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", metavar="STAGE", help="re-run this stage and run everything after it")
     p.add_argument("--force", action="store_true", help="re-run the selected stages even if current")
 
-    p = sub.add_parser("stages", help="list the stages and their status (done / stale / pending)")
+    p = sub.add_parser("stages", help="list the stages and their status (done / stale / pending / skipped)")
     _add_config_args(p, positional=True)
 
     for spec in STAGES:

@@ -213,7 +213,7 @@ def library_versions() -> dict[str, str]:
 @dataclass
 class StageStatus:
     name: str
-    state: str  # done | stale | pending
+    state: str  # done | stale | pending | skipped (this config skips it)
     reason: str = ""
     manifest: dict[str, Any] = field(default_factory=dict)
 
@@ -250,6 +250,9 @@ class RunDirectory:
 
     def status(self, spec: StageSpec, upstream: dict[str, StageStatus] | None = None) -> StageStatus:
         m = read_manifest(self.stage_dir(spec.name))
+        skip = spec.skip_reason(self.config)
+        if skip:
+            return StageStatus(spec.name, "skipped", skip, m)
         if m.get("status") != "done":
             return StageStatus(spec.name, "pending", "never finished")
         if m.get("config_hash") != self.config.section_hash(*spec.sections):
