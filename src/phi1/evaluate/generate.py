@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from phi1.documents import write_jsonl
+from phi1.devices import from_pretrained_dtype, resolve_device, resolve_dtype
 from phi1.errors import InputError, Phi1Error
 from phi1.evaluate.config import GenerateConfig
 from phi1.evaluate.stops import contains_stop, truncate_at_stops
@@ -142,37 +143,10 @@ def batch_seed(base_seed: int, rows: Iterable[Row]) -> int:
 # --------------------------------------------------------------------------- transformers backend
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        return f"cuda:{local % torch.cuda.device_count()}"
-    return "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if device.startswith("cuda") else "float32"
-
-
-def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
-    # transformers renamed `torch_dtype` to `dtype` in 4.56; older versions
-    # would silently ignore `dtype` and load float32.
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
-
-
 class TransformersGenerator:
     """An exported model folder, loaded for batched generation."""
 
     def __init__(self, model_dir: str | Path, device: str = "auto", dtype: str = "auto"):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model_dir = Path(model_dir)
@@ -180,7 +154,7 @@ class TransformersGenerator:
             raise InputError(f"no model to generate with: {model_dir} has no config.json "
                              "(expected an exported Hugging Face folder, e.g. <run>/finetune/model)")
         self.model_dir = model_dir
-        self.device = resolve_device(device)
+        self.device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")), key="generate.device")
         self.dtype = resolve_dtype(dtype, self.device)
         try:
             tok = AutoTokenizer.from_pretrained(model_dir)
@@ -193,7 +167,7 @@ class TransformersGenerator:
                 raise InputError(f"tokenizer in {model_dir} has neither a pad nor an eos token")
             tok.pad_token = tok.eos_token
         self.tokenizer = tok
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, **_dtype_kwarg(getattr(torch, self.dtype)))
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, **from_pretrained_dtype(self.dtype))
         self.model.to(self.device).eval()
         # Positions past the trained context give garbage (rotary extrapolation):
         # prompts are cut from the left so prompt + max_new_tokens fits.

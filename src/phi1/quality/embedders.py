@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from phi1.devices import from_pretrained_dtype, resolve_device, resolve_dtype, torch_dtype
 from phi1.errors import Phi1Error
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,37 +74,6 @@ class Embedder(ABC):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def resolve_device(device: str, rank: int = 0) -> str:
-    """'auto' -> a CUDA device when one is visible, else 'cpu'. 'auto' and 'cuda'
-    spread datatrove tasks over the GPUs of one machine (task r -> GPU r mod N);
-    'cuda:N' pins one GPU."""
-    if device not in ("auto", "cuda"):
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda:{rank % torch.cuda.device_count()}"
-    if device == "cuda":
-        raise Phi1Error("embed.device = 'cuda' but torch sees no CUDA device (set embed.device = 'auto' or 'cpu')")
-    return "cpu"
-
-
-def resolve_dtype(dtype: str, device: str) -> str:
-    if dtype != "auto":
-        return dtype
-    if device.startswith("cuda"):
-        import torch
-
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "float32"
-
-
-def _torch_dtype(name: str) -> Any:
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def default_model_path() -> Path:
@@ -359,7 +329,7 @@ class SentenceTransformerEmbedder(_WindowedEmbedder):
             except OSError as e:
                 raise Phi1Error(f"embed.model {self.model_ref!r}: cannot load a sentence-transformers model ({e})") from None
         if self.dtype != "float32":
-            self._model.to(_torch_dtype(self.dtype))
+            self._model.to(torch_dtype(self.dtype))
         self._tokenizer = self._model.tokenizer
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self._dim = int(get_dim())
@@ -399,7 +369,7 @@ class CausalLMEmbedder(_WindowedEmbedder):
             try:
                 self._tokenizer = AutoTokenizer.from_pretrained(self.model_ref)
                 # AutoModel = the base model without the LM head: we only need hidden states.
-                self._model = AutoModel.from_pretrained(self.model_ref, dtype=_torch_dtype(self.dtype))
+                self._model = AutoModel.from_pretrained(self.model_ref, **from_pretrained_dtype(self.dtype))
             except OSError as e:
                 raise Phi1Error(f"embed.model {self.model_ref!r}: cannot load a causal LM ({e})") from None
         self._model.to(self.device)
@@ -432,7 +402,7 @@ def _display_name(model: str) -> str:
 
 def build_embedder(cfg: "EmbedConfig", *, rank: int = 0, threads: int | None = None) -> _WindowedEmbedder:
     """The embedder configured by an `EmbedConfig` (nothing is loaded yet)."""
-    device = resolve_device(cfg.device, rank)
+    device = resolve_device(cfg.device, rank, key="embed.device")
     kw = dict(device=device, dtype=resolve_dtype(cfg.dtype, device), batch_size=cfg.batch_size,
               max_tokens=cfg.max_tokens, windows=cfg.windows, max_windows=cfg.max_windows,
               normalize=cfg.normalize, threads=threads)
