@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.stages import mark_done
 from phi1.config import load_config
 from phi1.evaluate.generate import (
     TransformersGenerator,
@@ -213,20 +214,6 @@ def test_plan_sorts_by_length_and_seeds_by_content():
     assert batch_seed(0, rows[:2]) != batch_seed(0, rows[2:4])
 
 
-def mark_done(cfg, stage: str, **extra) -> Path:
-    """An upstream stage folder the pipeline accepts as done and current."""
-    import uuid
-
-    from phi1.pipeline import get_stage, read_manifest, write_json_atomic
-
-    spec = get_stage(stage)
-    d = cfg.run_dir / stage
-    d.mkdir(parents=True, exist_ok=True)
-    inputs = {up: read_manifest(cfg.run_dir / up).get("run_id", "") for up in spec.inputs}
-    write_json_atomic(d / "manifest.json", {"stage": stage, "status": "done", "run_id": uuid.uuid4().hex,
-                                            "config_hash": cfg.section_hash(*spec.sections),
-                                            "inputs": inputs, **extra})
-    return d
 
 
 def test_stage_through_cli_on_humaneval(tmp_path, capsys):

@@ -3,16 +3,15 @@ test server, through the CLI."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from pathlib import Path
 
 from helpers.openai_server import Fault, OpenAIServer, openai_server_factory  # noqa: F401 (fixture)
+from helpers.stages import mark_done
 from phi1.cli import main
 from phi1.config import load_config
 from phi1.documents import read_jsonl, write_jsonl
 from phi1.evaluate.config import DEFAULT_STOPS
-from phi1.pipeline import get_stage, read_manifest, write_json_atomic
+from phi1.pipeline import read_manifest
 
 PROBLEMS = [
     {"task_id": f"Toy/{i}", "prompt": f'def f{i}(a, b):\n    """Return a + b + {i}."""\n',
@@ -22,16 +21,6 @@ PROBLEMS = [
 ]
 
 
-def mark_done(cfg, stage: str, **extra) -> Path:
-    """An upstream stage folder the pipeline accepts as done and current."""
-    spec = get_stage(stage)
-    d = cfg.run_dir / stage
-    d.mkdir(parents=True, exist_ok=True)
-    inputs = {up: read_manifest(cfg.run_dir / up).get("run_id", "") for up in spec.inputs}
-    write_json_atomic(d / "manifest.json", {"stage": stage, "status": "done", "run_id": uuid.uuid4().hex,
-                                            "config_hash": cfg.section_hash(*spec.sections),
-                                            "inputs": inputs, **extra})
-    return d
 
 
 def write_config(tmp_path: Path, base_url: str, generate: str) -> Path:

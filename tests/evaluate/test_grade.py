@@ -3,16 +3,16 @@ local OpenAI-compatible test server, through the CLI."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 from helpers.openai_server import Fault, openai_server_factory  # noqa: F401 (fixture)
+from helpers.stages import mark_done
 from phi1.cli import main
 from phi1.config import load_config
 from phi1.documents import read_jsonl, write_jsonl
 from phi1.evaluate.grading_prompt import fenced, grading_messages, parse_grade, reask_messages
-from phi1.pipeline import get_stage, read_manifest, write_json_atomic
+from phi1.pipeline import read_manifest
 
 
 @pytest.mark.parametrize(
@@ -70,16 +70,6 @@ def test_grading_messages_show_problem_reference_and_student():
 # --------------------------------------------------------------------------- the stage
 
 
-def mark_done(cfg, stage: str, **extra) -> Path:
-    """An upstream stage folder the pipeline accepts as done and current."""
-    spec = get_stage(stage)
-    d = cfg.run_dir / stage
-    d.mkdir(parents=True, exist_ok=True)
-    inputs = {up: read_manifest(cfg.run_dir / up).get("run_id", "") for up in spec.inputs}
-    write_json_atomic(d / "manifest.json", {"stage": stage, "status": "done", "run_id": uuid.uuid4().hex,
-                                            "config_hash": cfg.section_hash(*spec.sections),
-                                            "inputs": inputs, **extra})
-    return d
 
 
 PROBLEMS = [

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from helpers.processes import processes_with
 from phi1.evaluate import sandbox as sb
 from phi1.evaluate.problems import load_problems
 from phi1.evaluate.sandbox import Job, SandboxError, SandboxLimits, SandboxPool, bubblewrap_problem
@@ -147,17 +148,6 @@ def test_bubblewrap_that_fails_to_start_is_reported(monkeypatch):
     assert warnings and "WITHOUT bubblewrap" in warnings[0]
 
 
-def _marked(marker: str) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        out.append(int(name))
-            except OSError:
-                pass
-    return out
 
 
 def test_fallback_is_loud_and_still_judges_correctly(monkeypatch):
@@ -180,12 +170,12 @@ def test_fallback_is_loud_and_still_judges_correctly(monkeypatch):
                 f"        os._exit(0)\n    return x\n"),
             job("    x = bytearray(2**34)\n    return 4\n"),
         ])
-        left_during = _marked(marker)
+        left_during = processes_with(marker)
     assert desc["kind"] == "fallback" and "WITHOUT bubblewrap" in desc["warning"]
     assert warnings and "not installed" in warnings[0]
     assert [r.passed for r in res] == [True] + [False] * 6
     assert res[3].result == "timed out"
-    assert left_during == [] and _marked(marker) == []
+    assert left_during == [] and processes_with(marker) == []
 
 
 def test_fallback_requested_explicitly_still_warns():

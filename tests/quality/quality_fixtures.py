@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import atexit
 import functools
-import json
 import random
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
+from helpers.stages import mark_done
 from phi1.documents import write_jsonl
-from phi1.pipeline import STAGES, RunDirectory, get_stage
+from phi1.pipeline import STAGES
 
 
 @functools.lru_cache(maxsize=None)
@@ -101,13 +100,6 @@ def corpus(n: int, seed: int = 0) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- upstream stages
 
 
-def _manifest(cfg: Any, stage: str, counts: dict | None = None) -> dict[str, Any]:
-    spec = get_stage(stage)
-    return {"stage": stage, "status": "done", "run_id": uuid.uuid4().hex,
-            "config_hash": cfg.section_hash(*spec.sections),
-            "inputs": RunDirectory(cfg).expected_inputs(spec), "counts": counts or {}, "metrics": {},
-            "summary": [], "timings": {"seconds": 0.0}, "finished_at": "test"}
-
 
 def write_stage(cfg: Any, stage: str, files: dict[str, Any], counts: dict | None = None) -> Path:
     """Create a finished `<run>/<stage>/` with `files` ({relative path: records list or text})."""
@@ -120,8 +112,8 @@ def write_stage(cfg: Any, stage: str, files: dict[str, Any], counts: dict | None
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content)
-    (d / "manifest.json").write_text(json.dumps(_manifest(cfg, stage, counts)))
-    return d
+    return mark_done(cfg, stage, counts=counts or {}, metrics={}, summary=[], timings={"seconds": 0.0},
+                     finished_at="test")
 
 
 def write_ingest(cfg: Any, docs: list[dict[str, Any]], shards: int = 2) -> Path:

@@ -13,16 +13,15 @@ import subprocess
 import sys
 import sysconfig
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from helpers.openai_server import Fault, OpenAIServer, openai_server_factory  # noqa: F401 (fixture)
+from helpers.stages import mark_done
 from phi1.cli import main
 from phi1.config import load_config
 from phi1.documents import read_jsonl, write_jsonl
-from phi1.pipeline import RunDirectory, get_stage
 from phi1.quality.prompts import REASK
 
 PHI1 = str(Path(sys.executable).with_name("phi1"))
@@ -53,11 +52,7 @@ def _setup(tmp_path: Path, annotate: str, docs: list[dict] | None = None) -> Pat
     ingest = cfg.run_dir / "ingest"
     write_jsonl(ingest / "docs" / "00000.jsonl.gz", docs[::2])
     write_jsonl(ingest / "docs" / "00001.jsonl.gz", docs[1::2])
-    manifest = {"stage": "ingest", "status": "done", "run_id": uuid.uuid4().hex,
-                "config_hash": cfg.section_hash("ingest"),
-                "inputs": RunDirectory(cfg).expected_inputs(get_stage("ingest")),
-                "counts": {"documents": len(docs)}}
-    (ingest / "manifest.json").write_text(json.dumps(manifest))
+    mark_done(cfg, "ingest", counts={"documents": len(docs)})
     return cfg_path
 
 

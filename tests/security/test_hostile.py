@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.processes import processes_with
 from phi1.evaluate.sandbox import Job, SandboxLimits, SandboxPool, _descendants, bubblewrap_problem
 
 pytestmark = [
@@ -245,17 +246,6 @@ def arena(tmp_path_factory):
     target_dir.rmdir()
 
 
-def _marked_processes(marker: str) -> list[int]:
-    out = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        out.append(int(name))
-            except OSError:
-                pass
-    return out
 
 
 def test_enough_hostile_cases():
@@ -277,7 +267,7 @@ def test_hostile_completion_is_contained(arena, name):
         arena["unix_listener"].accept()
     # no process left behind: nothing with the marker anywhere on the host, and each
     # worker's namespace holds only bubblewrap's init and the worker itself
-    assert _marked_processes(arena["marker"]) == []
+    assert processes_with(arena["marker"]) == []
     assert all(len(pids) == 2 for pids in arena["inside"].values()), arena["inside"]
     # bounded: the whole batch, wedged workers included, and the harness's own memory
     assert arena["elapsed"] < 60

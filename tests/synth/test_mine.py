@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import ast
 import textwrap
-import uuid
 
 import pytest
 
+from helpers.stages import mark_done
 from phi1.cli import main as cli_main
 from phi1.config import load_config
 from phi1.documents import Doc, write_jsonl
 from phi1.errors import InputError
-from phi1.pipeline import MANIFEST, RunDirectory, get_stage, read_manifest, write_json_atomic
+from phi1.pipeline import read_manifest
 from phi1.synth.mine import MineOptions, dedup_key, mine_documents, mine_source
 from phi1.synth.records import ExerciseRecord, read_exercises, write_exercises
 
@@ -230,12 +230,9 @@ def test_records_round_trip_and_errors(tmp_path):
 
 
 def _fake_filter(cfg, docs):
-    spec = get_stage("filter")
     folder = cfg.run_dir / "filter"
     write_jsonl(folder / "docs" / "000_00000.jsonl.gz", [d.to_json() for d in docs])
-    write_json_atomic(folder / MANIFEST, {
-        "stage": "filter", "status": "done", "run_id": uuid.uuid4().hex,
-        "config_hash": cfg.section_hash(*spec.sections), "inputs": RunDirectory(cfg).expected_inputs(spec)})
+    mark_done(cfg, "filter")
 
 
 def test_mine_stage_through_the_cli(tmp_path, capsys):

@@ -6,16 +6,16 @@ import json
 import subprocess
 import sys
 import sysconfig
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers.stages import mark_done
 from phi1.cli import main as cli_main
 from phi1.config import load_config
 from phi1.documents import read_documents, write_jsonl
-from phi1.pipeline import MANIFEST, RunDirectory, get_stage, read_manifest, write_json_atomic
+from phi1.pipeline import read_manifest
 from phi1.train.packing import PackedDataset
 from phi1.train.tokenize import MixtureInput, copies_of, is_validation, tokenize_documents
 
@@ -37,13 +37,9 @@ def _docs(n: int, prefix: str) -> list[dict]:
 
 def fake_done_stage(cfg, name: str, docs: list[dict]) -> Path:
     """A finished upstream stage, as the pipeline would leave it: docs/ + manifest.json."""
-    spec = get_stage(name)
     folder = cfg.run_dir / name
     write_jsonl(folder / "docs" / "000_00000.jsonl.gz", docs)
-    write_json_atomic(folder / MANIFEST, {
-        "stage": name, "status": "done", "run_id": uuid.uuid4().hex,
-        "config_hash": cfg.section_hash(*spec.sections), "inputs": RunDirectory(cfg).expected_inputs(spec)})
-    return folder
+    return mark_done(cfg, name)
 
 
 @pytest.fixture(scope="module")
