@@ -97,8 +97,10 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
     return n
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Read a JSONL(.gz) file; a broken line is an error naming file and line."""
+def read_jsonl_numbered(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, record) of every non-blank line of a JSONL(.gz) file; a
+    broken line is an error naming file and line. Use the line number in your
+    own errors: blank lines are skipped, so counting records would drift."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"file not found: {path}")
@@ -108,6 +110,13 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield json.loads(line)
+                rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            yield lineno, rec
+
+
+def read_jsonl(path: str | Path) -> Iterator[Any]:
+    """The records of a JSONL(.gz) file (see `read_jsonl_numbered`)."""
+    for _, rec in read_jsonl_numbered(path):
+        yield rec

