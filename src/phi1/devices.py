@@ -3,6 +3,7 @@ training loop (embed/filter, generate): one rule for "auto" everywhere."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from phi1.errors import Phi1Error
@@ -22,6 +23,73 @@ def resolve_device(device: str, index: int = 0, key: str = "device") -> str:
     if device == "cuda":
         raise Phi1Error(f"{key} = 'cuda' but torch sees no CUDA device (set {key} = 'auto' or 'cpu')")
     return "cpu"
+
+
+def _cpu_capabilities() -> Mapping[str, Any]:
+    """What torch's cpuinfo reports for this CPU (ISA flags, architecture).
+    ``torch.cpu.get_capabilities`` is recent; older torch only has the
+    per-flag ``torch.cpu._is_*_supported`` probes, which we read instead."""
+    import torch
+
+    get = getattr(torch.cpu, "get_capabilities", None)
+    if get is not None:
+        return get()
+    caps: dict[str, Any] = {}
+    for flag, probe in (("amx_tile", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported")):
+        fn = getattr(torch.cpu, probe, None)
+        if fn is not None:
+            caps[flag] = bool(fn())
+    if caps.get("amx_tile"):
+        caps["amx_bf16"] = True  # no separate probe before get_capabilities; every AMX CPU so far has AMX-BF16
+    import platform
+
+    caps["architecture"] = platform.machine()
+    return caps
+
+
+def _onednn_bf16() -> tuple[bool, str]:
+    """Whether torch's oneDNN (mkldnn) backend is built in and runs bf16 here:
+    without it a bf16 matmul falls back to slow reference kernels."""
+    import torch
+
+    if not torch.backends.mkldnn.is_available():
+        return False, "torch is built without oneDNN (mkldnn)"
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if probe is not None and not probe():
+        return False, "oneDNN reports no bf16 support on this CPU"
+    return True, ""
+
+
+def cpu_bf16_support() -> tuple[bool, str]:
+    """Whether this CPU has native bf16 matrix multiply, and a one-line reason.
+
+    Decided only from what torch (cpuinfo) and oneDNN report, never from the
+    CPU's name: native means AMX-BF16 tiles (with the kernel granting AMX to
+    this process) or AVX512-BF16 dot products on x86, or the BF16 extension on
+    Arm (BFMMLA, used through oneDNN/ACL). Elsewhere bf16 is emulated and is
+    slower than fp32, so callers choose fp32. Cheap; safe to call per stage."""
+    import torch
+
+    caps = _cpu_capabilities()
+    arch = str(caps.get("architecture", "")).lower()
+    onednn, why_not = _onednn_bf16()
+    if not onednn:
+        return False, f"fp32: {why_not}"
+    found = []
+    if caps.get("amx_bf16") and caps.get("amx_tile"):
+        init = getattr(torch.cpu, "_init_amx", None)
+        # AMX needs the OS to enable its tile state for this process (Linux
+        # arch_prctl); a kernel or hypervisor that refuses leaves AVX512 only.
+        if init is None or init():
+            found.append("AMX-BF16")
+    if caps.get("avx512_bf16"):
+        found.append("AVX512-BF16")
+    if arch in ("aarch64", "arm64") and (caps.get("bf16") or caps.get("sve_bf16")):
+        found.append("Arm BF16 (BFMMLA)")
+    if found:
+        return True, f"bf16: the CPU reports {' and '.join(found)} (torch.cpu capabilities, oneDNN bf16 on)"
+    isa = torch.backends.cpu.get_cpu_capability()
+    return False, f"fp32: the CPU reports no native bf16 matmul (no AMX-BF16 or AVX512-BF16; torch kernels: {isa})"
 
 
 def resolve_dtype(dtype: str, device: str) -> str:

@@ -1,0 +1,80 @@
+"""phi1.devices.cpu_bf16_support: decided from the capabilities torch reports,
+never from the CPU's name."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+import torch
+
+from phi1 import devices
+
+
+def _report(monkeypatch, caps: dict, *, amx_granted: bool = True, onednn: bool = True) -> None:
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: MappingProxyType(caps))
+    monkeypatch.setattr(torch.cpu, "_init_amx", lambda: amx_granted)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: onednn)
+
+
+X86 = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "cpu_name": "Intel Xeon"}
+
+
+def test_amx_cpu_is_bf16_native(monkeypatch):
+    _report(monkeypatch, {**X86, "amx_tile": True, "amx_bf16": True, "avx512_bf16": True})
+    ok, why = devices.cpu_bf16_support()
+    assert ok and "AMX-BF16" in why and "AVX512-BF16" in why
+
+
+def test_avx512_bf16_without_amx_is_native(monkeypatch):
+    # e.g. AMD Zen 4 or Intel Cooper Lake: the flag decides, not the vendor
+    _report(monkeypatch, {**X86, "cpu_name": "AMD EPYC", "avx512_bf16": True})
+    ok, why = devices.cpu_bf16_support()
+    assert ok and "AVX512-BF16" in why and "AMX" not in why
+
+
+def test_cpu_without_bf16_flags_is_fp32_whatever_its_name(monkeypatch):
+    _report(monkeypatch, {**X86, "cpu_name": "Intel Xeon Sapphire Rapids AMX", "amx_int8": True})
+    ok, why = devices.cpu_bf16_support()
+    assert not ok and why.startswith("fp32:") and "no native bf16" in why
+
+
+def test_amx_refused_by_the_kernel_is_not_counted(monkeypatch):
+    _report(monkeypatch, {**X86, "amx_tile": True, "amx_bf16": True}, amx_granted=False)
+    ok, why = devices.cpu_bf16_support()
+    assert not ok and why.startswith("fp32:")
+
+
+def test_torch_without_onednn_is_fp32(monkeypatch):
+    _report(monkeypatch, {**X86, "amx_tile": True, "amx_bf16": True, "avx512_bf16": True}, onednn=False)
+    ok, why = devices.cpu_bf16_support()
+    assert not ok and "oneDNN" in why
+
+
+def test_arm_bf16_extension_is_native(monkeypatch):
+    _report(monkeypatch, {"architecture": "aarch64", "neon": True, "bf16": True})
+    assert devices.cpu_bf16_support()[0]
+    _report(monkeypatch, {"architecture": "aarch64", "neon": True, "bf16": False})
+    assert not devices.cpu_bf16_support()[0]
+
+
+def test_older_torch_without_get_capabilities_uses_the_flag_probes(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "get_capabilities")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    ok, why = devices.cpu_bf16_support()
+    assert ok and "AVX512-BF16" in why
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert not devices.cpu_bf16_support()[0]
+
+
+def test_this_machine_agrees_with_what_torch_reports():
+    caps = torch.cpu.get_capabilities()
+    ok, why = devices.cpu_bf16_support()
+    assert isinstance(why, str) and why and "\n" not in why
+    native_flag = bool(caps.get("avx512_bf16") or (caps.get("amx_bf16") and caps.get("amx_tile")) or caps.get("bf16"))
+    if not torch.backends.mkldnn.is_available():
+        assert not ok
+    elif ok:
+        assert native_flag
+    else:
+        assert not caps.get("avx512_bf16")
