@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from phi1.cli import build_parser, main
-from phi1.pipeline import STAGES
+from phi1.registry import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 PHI1 = str(Path(sys.executable).with_name("phi1"))

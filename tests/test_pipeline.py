@@ -19,8 +19,8 @@ from phi1.pipeline import Pipeline, RunDirectory, read_manifest
 TESTS = Path(__file__).resolve().parent
 
 
-def make_cfg(tmp_path, *overrides):
-    return load_config(None, [f"run.root={tmp_path}", "run.name=t", *overrides])
+def make_cfg(tmp_path, *overrides, stages=toy_stages.TOY_SKIP_IF + toy_stages.TOY_SKIP[2:]):
+    return load_config(None, [f"run.root={tmp_path}", "run.name=t", *overrides], stages=stages)
 
 
 def run(cfg, stages=toy_stages.TOY, **kw):
@@ -35,7 +35,7 @@ def test_first_run_writes_outputs_and_manifest(tmp_path):
     assert outcomes == {"count": "ran", "double": "ran"}
     m = read_manifest(tmp_path / "t" / "count")
     assert m["status"] == "done"
-    assert m["config_hash"] == cfg.section_hash("annotate")
+    assert m["config_hash"] == cfg.section_hash("count")
     assert m["counts"] == {"items": 5, "computed": 5}
     assert {"python", "phi1"} <= set(m["versions"])
     assert m["timings"]["seconds"] >= 0
@@ -57,7 +57,7 @@ def test_rerun_is_a_noop_that_says_so(tmp_path):
 
 def test_changed_section_reruns_stage_and_downstream(tmp_path):
     run(make_cfg(tmp_path))
-    changed = make_cfg(tmp_path, "annotate.samples=7")
+    changed = make_cfg(tmp_path, "count.items=7")
     statuses = {s.name: s.state for s in RunDirectory(changed, toy_stages.TOY).statuses()}
     assert statuses == {"count": "stale", "double": "stale"}
     outcomes, _ = run(changed)
@@ -66,7 +66,7 @@ def test_changed_section_reruns_stage_and_downstream(tmp_path):
 
 def test_changed_downstream_section_reruns_only_downstream(tmp_path):
     run(make_cfg(tmp_path))
-    outcomes, _ = run(make_cfg(tmp_path, "classifier.threshold=1.5"))
+    outcomes, _ = run(make_cfg(tmp_path, "double.factor=3"))
     assert outcomes == {"count": "current", "double": "ran"}
 
 
@@ -96,7 +96,7 @@ def test_failed_rerun_keeps_previous_good_output(tmp_path):
     run(cfg)
     good = read_manifest(tmp_path / "t" / "count")
     with pytest.raises(RuntimeError):
-        run(make_cfg(tmp_path, "annotate.samples=3"), stages=toy_stages.TOY_FAIL)
+        run(make_cfg(tmp_path, "count.items=3"), stages=toy_stages.TOY_FAIL)
     assert read_manifest(tmp_path / "t" / "count") == good
     assert len(list((tmp_path / "t" / "count" / "items").glob("*.txt"))) == 5
 
@@ -134,14 +134,15 @@ _DRIVER = """
 import sys, toy_stages
 from phi1.config import load_config
 from phi1.pipeline import Pipeline
-cfg = load_config(None, ["run.root=" + sys.argv[1], "run.name=t"])
+cfg = load_config(None, ["run.root=" + sys.argv[1], "run.name=t", *sys.argv[2:]], stages=toy_stages.TOY)
 Pipeline(cfg, stages=toy_stages.TOY).run()
 """
 
 
-def _driver(tmp_path, items, delay):
-    env = dict(os.environ, PYTHONPATH=str(TESTS), TOY_ITEMS=str(items), TOY_DELAY=str(delay))
-    return subprocess.Popen([sys.executable, "-c", _DRIVER, str(tmp_path)], env=env,
+def _driver(tmp_path, items, delay, *extra):
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    return subprocess.Popen([sys.executable, "-c", _DRIVER, str(tmp_path), f"count.items={items}",
+                             f"count.delay={delay}", *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -158,7 +159,8 @@ def test_kill_mid_stage_then_resume_without_redoing_work(tmp_path, sig):
     done_before = len(log.read_text().split())
     assert 5 <= done_before < 40
 
-    proc = _driver(tmp_path, items=40, delay=0.0)
+    # the resume changes execution fields (delay, workers): the attempt is still resumed
+    proc = _driver(tmp_path, 40, 0.0, "count.workers=4")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "resuming interrupted attempt" in out
@@ -174,16 +176,20 @@ def test_changed_config_discards_interrupted_attempt(tmp_path):
     with pytest.raises(RuntimeError):
         run(cfg, stages=toy_stages.TOY_FAIL)
     assert (tmp_path / "t" / "count.partial" / "half.txt").exists()
-    outcomes, text = run(make_cfg(tmp_path, "annotate.samples=9"))
+    outcomes, text = run(make_cfg(tmp_path, "count.items=9"))
     assert outcomes["count"] == "ran" and "resuming" not in text
     assert not (tmp_path / "t" / "count" / "half.txt").exists()
+    # never silently: one line names what was discarded and why
+    notice = [x for x in text.splitlines() if "discarding" in x]
+    assert len(notice) == 1 and "count.partial" in notice[0] and "1 files" in notice[0], text
+    assert "[count] changed" in notice[0]
 
 
 def test_config_skip_is_one_line_before_the_stage_starts(tmp_path):
     outcomes, text = run(make_cfg(tmp_path), stages=toy_stages.TOY_SKIP_IF)
     assert outcomes["maybe"] == "skipped"
     lines = [x for x in text.splitlines() if x.startswith("maybe:")]
-    assert lines == ["maybe: skipped: annotate.samples is not 7"]
+    assert lines == ["maybe: skipped: maybe.when is not 7"]
     assert not (tmp_path / "t" / "maybe.partial").exists()
-    outcomes, _ = run(make_cfg(tmp_path, "annotate.samples=7"), stages=toy_stages.TOY_SKIP_IF)
+    outcomes, _ = run(make_cfg(tmp_path, "maybe.when=7"), stages=toy_stages.TOY_SKIP_IF)
     assert outcomes["maybe"] == "ran"

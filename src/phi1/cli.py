@@ -8,7 +8,7 @@ from typing import Sequence
 
 from phi1.config import ConfigError, load_config
 from phi1.errors import Phi1Error
-from phi1.pipeline import STAGES, Pipeline, RunDirectory, get_stage
+from phi1.registry import all_stages, get_stage
 
 _SET_HELP = "override a config key, e.g. --set run.name=try1 --set pretrain.max_steps=10 (repeatable)"
 
@@ -36,10 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", metavar="STAGE", help="re-run this stage and run everything after it")
     p.add_argument("--force", action="store_true", help="re-run the selected stages even if current")
 
-    p = sub.add_parser("stages", help="list the stages and their status (done / stale / pending / skipped)")
+    p = sub.add_parser("stages", help="the data-flow graph of a config (what reads what) and each stage's "
+                       "status (done / stale / pending / skipped)")
     _add_config_args(p, positional=True)
 
-    for spec in STAGES:
+    for spec in all_stages():
         if spec.name == "execute":
             continue
         p = sub.add_parser(spec.name, help=f"stage: {spec.help}")
@@ -65,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint folder written by pretrain/finetune")
     p.add_argument("out", help="output folder (config.json, model.safetensors, tokenizer files)")
     p.add_argument("--tokenizer", help="tokenizer folder (default: the one recorded in the checkpoint)")
+
+    from phi1.decontam.cli import add_parser as add_contamination_parser
+
+    add_contamination_parser(sub)
+
+    from phi1.synth.cli import add_parser as add_synth_plan_parser
+
+    add_synth_plan_parser(sub)
     return parser
 
 
@@ -88,6 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     cmd = args.command
+    if cmd == "contamination":
+        from phi1.decontam.cli import run_command
+
+        return run_command(args)
+    if cmd == "synth-plan":
+        from phi1.synth.cli import run_command as run_synth_plan
+
+        return run_synth_plan(args)
     if cmd == "export":
         from phi1.train.export import export_checkpoint
 
@@ -100,28 +117,35 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         execute_samples_file(args.samples, problems=args.problems, workers=args.workers,
                              timeout=args.timeout, k=ks, sandbox=args.sandbox)
         return 0
-    if cmd in {s.name for s in STAGES} and not args.config:
+    if cmd in {s.name for s in all_stages()} and not args.config:
         parser.error(f"{cmd}: --config CONFIG is required" + (" (or give a SAMPLES file)" if cmd == "execute" else ""))
     config = load_config(args.config, args.overrides)
+    from phi1.pipeline import Pipeline
+
     if cmd == "stages":
         return _print_stages(config)
     pipeline = Pipeline(config)
     if cmd == "run":
         pipeline.run(only=args.only, start=args.start, force=args.force)
         return 0
-    spec = get_stage(cmd)
+    spec = get_stage(cmd, all_stages())
     pipeline.run(only=[spec.name], force=args.force)
     return 0
 
 
 def _print_stages(config) -> int:
+    from phi1.pipeline import RunDirectory
+
     rd = RunDirectory(config)
     print(f"run {config.run.name}: {rd.path}")
+    print("data flow (in run order):")
+    for line in rd.graph.describe():
+        print(f"  {line}")
+    print()
     print(f"{'stage':<11} {'status':<8} {'finished':<26} note")
     for st in rd.statuses():
         finished = st.manifest.get("finished_at", "") if st.manifest else ""
-        spec = get_stage(st.name)
-        note = st.reason if st.state != "done" else spec.help
+        note = st.reason if st.state != "done" else rd.spec(st.name).help
         print(f"{st.name:<11} {st.state:<8} {finished:<26} {note}")
     return 0
 

@@ -75,18 +75,25 @@ class PipelineConfig:
 
     # Where the config came from; not a TOML key.
     source: str = field(default="<defaults>", compare=False, repr=False, metadata={"internal": True})
+    # Sections of stages registered outside phi1 (entry points, tests): name -> dataclass.
+    plugins: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})
 
     @property
     def run_dir(self) -> Path:
         return Path(self.run.root) / self.run.name
 
     def section(self, name: str) -> Any:
-        return getattr(self, name)
+        if name in self.plugins:
+            return self.plugins[name]
+        if name in _hints(PipelineConfig):
+            return getattr(self, name)
+        raise ConfigError(f"no config section [{name}]")
 
     def section_hash(self, *names: str) -> str:
-        """Stable hash of the named sections (what a stage's manifest records)."""
+        """Stable hash of the *identity* fields of the named sections (what a
+        stage's manifest records); execution fields are left out."""
         # run.seed is part of every stage's identity: a new seed re-runs everything.
-        payload = {n: to_dict(getattr(self, n)) for n in names}
+        payload = {n: to_dict(self.section(n), identity_only=True) for n in names}
         payload["run.seed"] = self.run.seed
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
@@ -95,8 +102,29 @@ class PipelineConfig:
 # --------------------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
-    """Read a TOML config, apply ``key.path=value`` overrides, validate, build."""
+def _plugin_sections(stages: Any) -> dict[str, Any]:
+    """Config sections of stages that are not built into `PipelineConfig`."""
+    if stages is None:
+        from phi1.registry import all_stages
+
+        stages = all_stages()
+    builtin = _hints(PipelineConfig)
+    out = {}
+    for spec in stages:
+        if spec.section_name not in builtin:
+            if spec.config_class is None:
+                raise ConfigError(f"stage {spec.name!r} has no config section: give its StageSpec a config_class")
+            out[spec.section_name] = spec.config_class
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
+                stages: Any = None) -> PipelineConfig:
+    """Read a TOML config, apply ``key.path=value`` overrides, validate, build.
+
+    ``stages``: the stage registry (default: `phi1.registry.all_stages()`); the
+    sections of stages outside phi1 are validated like the built-in ones.
+    """
     data: dict[str, Any] = {}
     source = "<defaults>"
     if path is not None:
@@ -117,17 +145,35 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(f"{p} is not a valid TOML config: {e}") from None
         if not data:
             raise ConfigError(f"{p} is not a config: it defines no sections")
+    plugins = _plugin_sections(stages)
     for item in overrides:
-        _apply_override(data, item)
+        _apply_override(data, item, plugins)
     try:
-        cfg = from_dict(PipelineConfig, data, where="")
+        plugin_data = {name: data.pop(name) for name in list(data) if name in plugins}
+        _check_moved(data)
+        cfg = from_dict(PipelineConfig, data, where="", extra=plugins)
+        cfg.plugins = {name: from_dict(cls, plugin_data.get(name, {}), where=name) for name, cls in plugins.items()}
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     cfg.source = source
     return cfg
 
 
-def _apply_override(data: dict[str, Any], item: str) -> None:
+# Keys that moved: a config that still sets them gets told where they went.
+MOVED = {
+    "tokenize.validation_fraction": "run.validation_fraction",
+    "mine.validation_fraction": "run.validation_fraction",
+}
+
+
+def _check_moved(data: dict[str, Any]) -> None:
+    for old, new in MOVED.items():
+        section, _, key = old.partition(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            raise ConfigError(f"{old} has moved to {new} (one setting for every stage that uses it)")
+
+
+def _apply_override(data: dict[str, Any], item: str, plugins: dict[str, Any] | None = None) -> None:
     if "=" not in item:
         raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
     key, _, raw = item.partition("=")
@@ -137,8 +183,12 @@ def _apply_override(data: dict[str, Any], item: str) -> None:
         raise ConfigError(f"--set: bad key {key!r}")
     # Validate the path against the schema so a typo is caught with a suggestion.
     cls: Any = PipelineConfig
+    if key in MOVED:
+        raise ConfigError(f"--set {key}: {key} has moved to {MOVED[key]}")
     for i, part in enumerate(parts):
         hints = _hints(cls)
+        if cls is PipelineConfig:
+            hints = {**hints, **(plugins or {})}
         if part not in hints:
             where = ".".join(parts[:i]) or "<top level>"
             raise ConfigError(f"--set {key}: unknown key {part!r} in [{where}]{_suggest(part, hints)}")
@@ -187,7 +237,7 @@ def _unwrap_optional(tp: Any) -> Any:
     return tp
 
 
-def from_dict(cls: Any, data: Any, where: str) -> Any:
+def from_dict(cls: Any, data: Any, where: str, extra: dict[str, Any] | None = None) -> Any:
     """Build dataclass ``cls`` from a TOML table, validating every key."""
     label = f"[{where}]" if where else "the config"
     if not isinstance(data, dict):
@@ -198,9 +248,10 @@ def from_dict(cls: Any, data: Any, where: str) -> Any:
     for key, value in data.items():
         if key not in hints:
             if not where:
+                known = [*hints, *(extra or {})]
                 raise ConfigError(
-                    f"unknown section [{key}]{_suggest(key, hints)}; a phi1 config has sections: "
-                    + ", ".join(hints)
+                    f"unknown section [{key}]{_suggest(key, known)}; a phi1 config has sections: "
+                    + ", ".join(known)
                 )
             raise ConfigError(f"unknown key {key!r} in {label}{_suggest(key, hints)}")
         dotted = f"{where}.{key}" if where else key
@@ -288,16 +339,35 @@ def _coerce(tp: Any, value: Any, dotted: str) -> Any:
     raise ConfigError(f"{dotted} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
 
 
-def to_dict(obj: Any) -> Any:
-    """A section as plain data (for hashing, manifests and `phi1 stages`)."""
+def to_dict(obj: Any, identity_only: bool = False) -> Any:
+    """A section as plain data (for hashing, manifests and `phi1 stages`).
+
+    ``identity_only``: leave out execution fields (`option(execution=True)`),
+    as the stage identity hash does.
+    """
     if dataclasses.is_dataclass(obj):
         return {
-            f.name: to_dict(getattr(obj, f.name))
+            f.name: to_dict(getattr(obj, f.name), identity_only)
             for f in dataclasses.fields(obj)
-            if not f.metadata.get("internal")
+            if not f.metadata.get("internal") and not (identity_only and f.metadata.get("execution"))
         }
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, identity_only) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
+        return {k: to_dict(v, identity_only) for k, v in obj.items()}
     return obj
+
+
+def execution_fields(cls: Any, prefix: str = "") -> list[str]:
+    """Dotted names of the execution fields of a section class (for docs and tests)."""
+    out = []
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        name = f"{prefix}{f.name}"
+        if f.metadata.get("execution"):
+            out.append(name)
+        elif dataclasses.is_dataclass(_unwrap_optional(hints[f.name])):
+            out.extend(execution_fields(_unwrap_optional(hints[f.name]), name + "."))
+    return out

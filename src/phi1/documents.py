@@ -12,14 +12,15 @@ order, so every reader sees the same sequence.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
-import os
-import uuid
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from phi1.errors import InputError
+from phi1.files import write_jsonl_atomic
 
 DOCS_DIR = "docs"
 SHARD_SUFFIXES = (".jsonl.gz", ".jsonl", ".parquet")
@@ -30,9 +31,6 @@ class Doc:
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "text": self.text, "metadata": self.metadata}
 
 
 def list_shards(folder: str | Path) -> list[Path]:
@@ -78,23 +76,29 @@ def read_shard(path: Path) -> Iterator[Doc]:
                 raise InputError(f"{path}:{lineno}: not a document record ({e})") from None
 
 
-def count_documents(folder: str | Path) -> int:
-    return sum(1 for _ in read_documents(folder))
-
-
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
-    """Write records to ``path`` atomically (temp file + rename); gzip if ``.gz``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    opener = gzip.open if path.name.endswith(".gz") else open
-    n = 0
-    with opener(tmp, "wt", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            n += 1
-    os.replace(tmp, path)
-    return n
+    """Write records to ``path`` atomically (gzip if ``.gz``); see `phi1.files`."""
+    return write_jsonl_atomic(path, records)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def unit_hash(*parts: Any) -> float:
+    """A seeded, stable number in [0, 1) for ``parts`` (same on every machine and run)."""
+    h = hashlib.blake2b(":".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2**64
+
+
+def is_validation(source_id: str, fraction: float, seed: int) -> bool:
+    """The one train/validation rule of phi1, by *source document*.
+
+    Every stage that splits (tokenize, mine, synth, ...) calls this with the id
+    of the document a record came from and ``run.validation_fraction``, so a
+    document held out for validation in one dataset is held out in all of them:
+    finetuning's best checkpoint is never chosen on text pretraining has seen.
+    """
+    return fraction > 0 and unit_hash(seed, "validation", source_id) < fraction
 
 
 def read_jsonl_numbered(path: str | Path) -> Iterator[tuple[int, Any]]:
@@ -120,3 +124,25 @@ def read_jsonl(path: str | Path) -> Iterator[Any]:
     """The records of a JSONL(.gz) file (see `read_jsonl_numbered`)."""
     for _, rec in read_jsonl_numbered(path):
         yield rec
+
+
+def copies_of(weight: float, seed: int, source: str, doc_id: str) -> int:
+    """How many times a document of ``source`` goes into a weighted mixture.
+
+    ``floor(weight)`` copies, plus one more with probability ``weight -
+    floor(weight)`` (seeded per document): 2.0 = every document twice, 1.5 =
+    every document once and half of them again, 0.5 = half the documents.
+    """
+    whole = math.floor(weight)
+    frac = weight - whole
+    return whole + (1 if frac > 0 and unit_hash(seed, "mix", source, doc_id) < frac else 0)
+
+
+def weighted_documents(inputs: Iterable[Any], seed: int) -> Iterator[tuple[str, Doc]]:
+    """``(reference, document)`` for each copy of each document of a weighted
+    mixture of document datasets (`phi1.stage.Dataset`: ``ref``, ``path``,
+    ``weight``), input by input, copies per `copies_of`."""
+    for inp in inputs:
+        for doc in read_documents(inp.path):
+            for _ in range(copies_of(inp.weight, seed, inp.ref, doc.id)):
+                yield inp.ref, doc

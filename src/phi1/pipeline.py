@@ -1,23 +1,31 @@
-"""Stage registry, run directory, manifests, skip/resume.
+"""The run engine: run directory, manifests, staleness, skip/resume, ranks.
 
 A run lives in ``<run.root>/<run.name>/``. Each stage writes into
 ``<stage>.partial/`` and, when it finishes, writes ``manifest.json`` there and
 renames the folder to ``<stage>/``: a crash never leaves a half output that
-looks finished. A re-run after a crash with the same config reuses
-``<stage>.partial/`` (``ctx.resumed`` is true), so datatrove's completion
-markers and training checkpoints inside it are picked up.
+looks finished. A re-run after a crash with the same *identity* (the hashed
+config fields and the upstream run_ids) reuses ``<stage>.partial/``
+(``ctx.resumed`` is true), so datatrove's completion markers and training
+checkpoints inside it are picked up, whatever the execution fields (workers,
+devices, parallelism, logging) say now.
 
 A stage is *done* when its manifest's config hash and input fingerprints match
-the current config and the current upstream manifests; otherwise it is
-*stale* (or *pending* when it never finished). Re-running a stage gives it a
-new ``run_id``, which makes everything downstream stale.
+the current config and the current upstream manifests, and it reported no
+failed items; otherwise it is *stale* (or *pending* when it never finished).
+Re-running a stage gives it a new ``run_id``, which makes everything
+downstream stale.
+
+Under torchrun every rank runs the pipeline; rank 0 alone decides, writes
+manifests and renames folders, and the other ranks wait for each stage to be
+committed by rank 0 before they look at the next one.
+
+Which stages exist is `phi1.registry`; what each reads is `phi1.dataflow`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib
 import json
 import os
 import platform
@@ -27,184 +35,21 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from phi1.config import PipelineConfig
+from phi1.dataflow import Graph, external_fingerprint
 from phi1.errors import Phi1Error, SkipStage
+from phi1.files import write_atomic, write_json_atomic
+from phi1.manifest import MANIFEST, library_versions, read_manifest
+from phi1.registry import StageSpec, all_stages, get_stage, load_entry
+from phi1.stage import StageContext, StageResult
 
-MANIFEST = "manifest.json"
 ATTEMPT = ".attempt.json"
+RANK_WAIT_S = float(os.environ.get("PHI1_RANK_WAIT_S", 7 * 24 * 3600))  # a stage may train for days
 
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One stage: its name, where its code lives, what it hashes and reads."""
-
-    name: str
-    entry: str  # "module:function", imported lazily so the CLI stays fast
-    sections: tuple[str, ...]  # config sections whose change makes it stale
-    inputs: tuple[str, ...]  # upstream stages whose outputs it reads
-    help: str
-    fingerprint: str | None = None  # "module:function(config) -> str" for external inputs
-    # "module:function(config) -> tuple[str, ...]": the inputs this config really
-    # reads, when that depends on the config (e.g. generate from an endpoint needs
-    # no finetuned model). Must live in a light module (a config module).
-    needs: str | None = None
-    # "module:function(config) -> str | None": a reason to skip the stage in
-    # this config, checked before it starts (light module, like `needs`).
-    skip_if: str | None = None
-
-    def skip_reason(self, config: PipelineConfig) -> str | None:
-        return _import(self.skip_if)(config) if self.skip_if else None
-
-    def inputs_for(self, config: PipelineConfig) -> tuple[str, ...]:
-        if self.needs:
-            return tuple(_import(self.needs)(config))
-        return self.inputs
-
-    def load(self) -> Callable[["StageContext"], "StageResult"]:
-        return _import(self.entry)
-
-
-def _import(entry: str) -> Any:
-    module, _, attr = entry.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-# The paper's pipeline, in order. `phi1 run` walks this list.
-STAGES: tuple[StageSpec, ...] = (
-    StageSpec("ingest", "phi1.corpus.ingest:run", ("ingest",), (),
-              "read sources, clean, dedup -> documents",
-              fingerprint="phi1.corpus.ingest:fingerprint_sources"),
-    StageSpec("annotate", "phi1.quality.annotate:run", ("annotate",), ("ingest",),
-              "teacher rates the educational value of a sample"),
-    StageSpec("embed", "phi1.quality.embed:run", ("embed",), ("ingest", "annotate"),
-              "embed documents (CodeGen / sentence-transformers)"),
-    StageSpec("classifier", "phi1.quality.classifier:run", ("classifier",), ("annotate", "embed"),
-              "random forest on embeddings -> quality model"),
-    StageSpec("filter", "phi1.quality.filter:run", ("filter", "embed"), ("ingest", "embed", "classifier"),
-              "keep textbook-quality documents"),
-    StageSpec("tokenizer", "phi1.model.tokenizer:run", ("tokenizer",), ("filter",),
-              "load or train the tokenizer"),
-    StageSpec("tokenize", "phi1.train.tokenize:run", ("tokenize",), ("tokenizer", "filter"),
-              "tokenize and pack into fixed-length shards", needs="phi1.train.config:tokenize_inputs"),
-    StageSpec("mine", "phi1.synth.mine:run", ("mine",), ("filter",),
-              "mine CodeExercises-format records from the filtered corpus"),
-    StageSpec("pretrain", "phi1.train.pretrain:run", ("pretrain", "model"), ("tokenizer", "tokenize"),
-              "pretrain the model (phi-1-base)"),
-    StageSpec("finetune", "phi1.train.finetune:run", ("finetune",), ("tokenizer", "mine", "pretrain"),
-              "finetune on CodeExercises and export the best checkpoint"),
-    StageSpec("generate", "phi1.evaluate.generate:run", ("generate",), ("finetune",),
-              "generate HumanEval completions", needs="phi1.evaluate.config:generate_inputs"),
-    StageSpec("execute", "phi1.evaluate.execute:run", ("execute",), ("generate",),
-              "run completions in the sandbox, pass@k"),
-    StageSpec("grade", "phi1.evaluate.grade:run", ("grade",), ("generate",),
-              "LLM grader: verbal evaluation + 0-10 grade", skip_if="phi1.evaluate.config:grade_skip_reason"),
-)
-STAGE_NAMES = tuple(s.name for s in STAGES)
-
-
-def get_stage(name: str, stages: tuple[StageSpec, ...] = STAGES) -> StageSpec:
-    for s in stages:
-        if s.name == name:
-            return s
-    import difflib
-
-    names = [s.name for s in stages]
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise Phi1Error(f"unknown stage {name!r}{hint}; stages: {', '.join(names)}")
-
-
-# --------------------------------------------------------------------------- context
-
-
-@dataclass
-class StageResult:
-    """What a stage reports; the pipeline writes it into the manifest."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    summary: list[str] = field(default_factory=list)  # short lines printed at the end
-    extra: dict[str, Any] = field(default_factory=dict)  # any other JSON for the manifest
-
-
-@dataclass
-class StageContext:
-    """What a stage function gets: the config, and where to read and write."""
-
-    config: PipelineConfig
-    name: str
-    run_dir: Path
-    work_dir: Path  # write outputs here; renamed to run_dir/<name> on success
-    resumed: bool = False  # work_dir holds an interrupted attempt with the same config
-    rank: int = 0
-    world_size: int = 1
-    echo: Callable[[str], None] = print
-    spec: StageSpec | None = None
-
-    @property
-    def section(self) -> Any:
-        spec = self.spec or get_stage(self.name)
-        return self.config.section(spec.sections[0])
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def input_dir(self, stage: str) -> Path:
-        """The finished output folder of an upstream stage (error if missing)."""
-        d = self.run_dir / stage
-        if not (d / MANIFEST).exists():
-            raise Phi1Error(
-                f"stage {self.name!r} needs the output of {stage!r}, which has not finished "
-                f"in {self.run_dir}: run `phi1 run {self.config.source} --only {stage}` first"
-            )
-        return d
-
-    def input_manifest(self, stage: str) -> dict[str, Any]:
-        return read_manifest(self.input_dir(stage))
-
-    def log(self, msg: str) -> None:
-        if self.is_main:
-            self.echo(f"[{self.name}] {msg}")
-
-
-# --------------------------------------------------------------------------- manifests
-
-
-def read_manifest(stage_dir: Path) -> dict[str, Any]:
-    path = stage_dir / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except json.JSONDecodeError as e:
-        raise Phi1Error(f"corrupt manifest {path}: {e}") from None
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-_VERSIONED = ("phi1", "torch", "transformers", "tokenizers", "datatrove", "scikit-learn",
-              "sentence-transformers", "numpy", "httpx")
-
-
-def library_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[name] = metadata.version(name)
-    return out
+__all__ = ["ATTEMPT", "MANIFEST", "Pipeline", "RunDirectory", "StageStatus", "read_manifest"]
 
 
 # --------------------------------------------------------------------------- status
@@ -216,15 +61,22 @@ class StageStatus:
     state: str  # done | stale | pending | skipped (this config skips it)
     reason: str = ""
     manifest: dict[str, Any] = field(default_factory=dict)
+    # finished and usable, but with failed items a re-run retries: stale for
+    # itself, yet its outputs may feed the stages after it in this run
+    retry: bool = False
 
 
 class RunDirectory:
     """The folder of one run and the state of its stages."""
 
-    def __init__(self, config: PipelineConfig, stages: tuple[StageSpec, ...] = STAGES):
+    def __init__(self, config: PipelineConfig, stages: tuple[StageSpec, ...] | None = None):
         self.config = config
-        self.stages = stages
+        self.stages = stages if stages is not None else all_stages()
+        self.graph = Graph(config, self.stages)
         self.path = config.run_dir
+
+    def spec(self, name: str) -> StageSpec:
+        return get_stage(name, self.stages)
 
     def stage_dir(self, name: str) -> Path:
         return self.path / name
@@ -232,20 +84,36 @@ class RunDirectory:
     def partial_dir(self, name: str) -> Path:
         return self.path / f"{name}.partial"
 
-    def expected_inputs(self, spec: StageSpec) -> dict[str, str]:
-        """Fingerprints of what the stage would read now."""
-        fp = {}
-        for up in spec.inputs_for(self.config):
+    def upstream(self, name: str) -> tuple[str, ...]:
+        return self.graph.plan(name).upstream
+
+    def identity(self, spec: StageSpec) -> dict[str, Any]:
+        """What a finished output of ``spec`` must match to be current: the hash
+        of its identity fields and the fingerprints of what it reads."""
+        fp: dict[str, str] = {}
+        for up in self.upstream(spec.name):
             fp[up] = read_manifest(self.stage_dir(up)).get("run_id", "")
+        for e in self.graph.plan(spec.name).externals:
+            fp[f"external:{e.key}:{e.ref}"] = external_fingerprint(e.path)
         if spec.fingerprint:
-            fp["external"] = _import(spec.fingerprint)(self.config)
-        return fp
+            fp["external"] = load_entry(spec.fingerprint)(self.config)
+        return {"config_hash": self.config.section_hash(*spec.sections), "inputs": fp}
+
+    def context(self, name: str, work_dir: Path | None = None, *, resumed: bool = False,
+                echo: Callable[[str], None] = print, rank: int = 0, world_size: int = 1) -> StageContext:
+        """The `StageContext` stage ``name`` gets in this run: its section, its
+        resolved inputs and outputs; ``work_dir`` defaults to ``<stage>.partial``.
+        (Also how a test or a notebook calls one stage function directly.)"""
+        spec = self.spec(name)
+        return StageContext(self.config, name, self.path, work_dir or self.partial_dir(name), resumed, rank,
+                            world_size, echo, spec.section_name, self.graph.datasets(name, self.path),
+                            {o.name: o for o in spec.outputs(self.config)})
 
     def statuses(self) -> list[StageStatus]:
         self.recover()
         out: dict[str, StageStatus] = {}
-        for spec in self.stages:
-            out[spec.name] = self.status(spec, out)
+        for name in self.graph.order:
+            out[name] = self.status(self.spec(name), out)
         return list(out.values())
 
     def status(self, spec: StageSpec, upstream: dict[str, StageStatus] | None = None) -> StageStatus:
@@ -255,22 +123,28 @@ class RunDirectory:
             return StageStatus(spec.name, "skipped", skip, m)
         if m.get("status") != "done":
             return StageStatus(spec.name, "pending", "never finished")
-        if m.get("config_hash") != self.config.section_hash(*spec.sections):
+        ident = self.identity(spec)
+        if m.get("config_hash") != ident["config_hash"]:
             return StageStatus(spec.name, "stale", f"[{', '.join(spec.sections)}] changed", m)
         upstream = upstream or {}
-        inputs = spec.inputs_for(self.config)
-        for up in inputs:
-            st = upstream.get(up)
-            if st is not None and st.state != "done":
-                return StageStatus(spec.name, "stale", f"upstream {up!r} is {st.state}", m)
         recorded = m.get("inputs", {})
-        for up in inputs:
-            if recorded.get(up) != read_manifest(self.stage_dir(up)).get("run_id", ""):
-                return StageStatus(spec.name, "stale", f"upstream {up!r} was re-run", m)
-        if spec.fingerprint:
-            now = _import(spec.fingerprint)(self.config)
-            if recorded.get("external") != now:
+        for up in self.upstream(spec.name):
+            st = upstream.get(up)
+            if st is not None and st.state not in ("done",):
+                return StageStatus(spec.name, "stale", f"upstream {up!r} is {st.state}", m)
+            if recorded.get(up) != ident["inputs"].get(up):
+                why = "was re-run" if up in recorded else "is a new input"
+                return StageStatus(spec.name, "stale", f"upstream {up!r} {why}", m)
+        gone = [k for k in recorded if not k.startswith("external") and k not in ident["inputs"]]
+        if gone:
+            return StageStatus(spec.name, "stale", f"no longer reads {', '.join(map(repr, gone))}", m)
+        for key, now in ident["inputs"].items():
+            if key.startswith("external") and recorded.get(key) != now:
                 return StageStatus(spec.name, "stale", "its input files changed", m)
+        failed = int(m.get("failed", 0) or 0)
+        if failed:
+            return StageStatus(spec.name, "stale", f"{failed} failed item(s): a re-run retries exactly those", m,
+                               retry=True)
         return StageStatus(spec.name, "done", "", m)
 
     def recover(self) -> None:
@@ -298,6 +172,17 @@ class RunDirectory:
             fh.close()
 
 
+def describe_attempt(partial: Path) -> str:
+    """What an interrupted attempt holds, for the line that says it is discarded."""
+    files = [p for p in partial.rglob("*") if p.is_file() and p.name != ATTEMPT]
+    size = sum(p.stat().st_size for p in files)
+    ckpts = sorted({p.name for p in partial.rglob("step-*") if p.is_dir()})
+    what = f"{len(files)} files, {size / 1e6:.1f} MB"
+    if ckpts:
+        what += f", {len(ckpts)} checkpoint(s) up to {ckpts[-1]}"
+    return what
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -306,15 +191,17 @@ def _dist_env() -> tuple[int, int]:
 
 
 class Pipeline:
-    """Runs stages in order, skipping the current ones."""
+    """Runs stages in data-flow order, skipping the current ones."""
 
     def __init__(self, config: PipelineConfig, echo: Callable[[str], None] = print,
-                 stages: tuple[StageSpec, ...] = STAGES):
+                 stages: tuple[StageSpec, ...] | None = None):
         self.config = config
-        self.stages = stages
         self.rundir = RunDirectory(config, stages)
+        self.stages = self.rundir.stages
+        self.graph = self.rundir.graph
         self.echo = echo
         self.rank, self.world_size = _dist_env()
+        self.ranks: RankLog | None = None
 
     def _say(self, msg: str) -> None:
         if self.rank == 0:
@@ -322,69 +209,112 @@ class Pipeline:
 
     def select(self, only: list[str] | None, start: str | None) -> list[StageSpec]:
         names = [get_stage(n, self.stages).name for n in (only or [])]
+        order = self.graph.order
         if start:
-            get_stage(start, self.stages)
+            start = get_stage(start, self.stages).name
         if names:
-            return [s for s in self.stages if s.name in names]
+            return [self.rundir.spec(n) for n in order if n in names]
         if start:
-            idx = [s.name for s in self.stages].index(start)
-            return list(self.stages[idx:])
-        return list(self.stages)
+            return [self.rundir.spec(n) for n in order[order.index(start):]]
+        return [self.rundir.spec(n) for n in order]
 
     def run(self, only: list[str] | None = None, start: str | None = None, force: bool = False) -> dict[str, str]:
         """Run the selected stages; returns {stage: outcome}."""
         selected = self.select(only, start)
         forced = {s.name for s in selected} if force else set()
         if start:
-            forced.add(start)
+            forced.add(get_stage(start, self.stages).name)
         outcomes: dict[str, str] = {}
         t0 = time.time()
         lock = self.rundir.lock() if self.rank == 0 else contextlib.nullcontext()
+        self.ranks = RankLog(self.rundir.path, self.rank) if self.world_size > 1 else None
         with lock:
-            self.rundir.recover() if self.rank == 0 else None
+            if self.rank == 0:
+                self.rundir.recover()
+                if self.ranks:
+                    self.ranks.start()
             self._say(f"run {self.config.run.name}: {self.rundir.path}  (config {self.config.source})")
-            skipped_upstream: set[str] = set()
-            for spec in selected:
-                inputs = spec.inputs_for(self.config)
-                if any(up in skipped_upstream for up in inputs):
-                    skipped_upstream.add(spec.name)
-                    outcomes[spec.name] = "skipped"
-                    self._say(f"{spec.name}: skipped (needs {', '.join(u for u in inputs if u in skipped_upstream)})")
-                    continue
-                reason = spec.skip_reason(self.config)
-                if reason:
-                    skipped_upstream.add(spec.name)
-                    outcomes[spec.name] = "skipped"
-                    self._say(f"{spec.name}: skipped: {reason}")
-                    continue
-                st = self.rundir.status(spec, {})
-                upstream_bad = [u for u in inputs
-                                if self.rundir.status(get_stage(u, self.stages)).state != "done"]
-                if upstream_bad:
-                    missing = ", ".join(upstream_bad)
-                    raise Phi1Error(
-                        f"stage {spec.name!r} needs {missing} to be done first "
-                        f"(run `phi1 run {self.config.source} --from {upstream_bad[0]}`)"
-                    )
-                if st.state == "done" and spec.name not in forced:
-                    secs = st.manifest.get("timings", {}).get("seconds", 0)
-                    self._say(f"{spec.name}: up to date (finished {st.manifest.get('finished_at', '?')}, "
-                              f"{secs:.1f}s), skipping")
-                    outcomes[spec.name] = "current"
-                    continue
-                why = "forced" if spec.name in forced and st.state == "done" else st.reason
-                try:
-                    self.run_stage(spec, why)
-                    outcomes[spec.name] = "ran"
-                except SkipStage as e:
-                    partial = self.rundir.partial_dir(spec.name)
-                    if self.rank == 0 and [p.name for p in partial.iterdir()] == [ATTEMPT]:
-                        shutil.rmtree(partial)  # nothing to resume: leave no trace
-                    self._say(f"{spec.name}: skipped: {e}")
-                    skipped_upstream.add(spec.name)
-                    outcomes[spec.name] = "skipped"
+            skipped: set[str] = set()
+            ok = False
+            try:
+                for spec in selected:
+                    if self.rank == 0:
+                        outcomes[spec.name] = self._run_one(spec, spec.name in forced, skipped)
+                    else:
+                        outcomes[spec.name] = self._follow(spec)
+                ok = True
+            finally:
+                if self.ranks:
+                    self.ranks.finish(self.world_size, wait=ok)
         self._print_summary(outcomes, time.time() - t0)
         return outcomes
+
+    def _decided(self, spec: StageSpec, outcome: str, message: str) -> str:
+        """Rank 0: say what happens to ``spec`` (and tell the other ranks)."""
+        self._say(message)
+        if self.ranks:
+            self.ranks.post(stage=spec.name, decision=outcome)
+        return outcome
+
+    def _run_one(self, spec: StageSpec, forced: bool, skipped: set[str]) -> str:
+        upstream = self.rundir.upstream(spec.name)
+        blocked = [u for u in upstream if u in skipped]
+        if blocked:
+            skipped.add(spec.name)
+            return self._decided(spec, "skipped", f"{spec.name}: skipped (needs {', '.join(blocked)})")
+        reason = spec.skip_reason(self.config)
+        if reason:
+            skipped.add(spec.name)
+            return self._decided(spec, "skipped", f"{spec.name}: skipped: {reason}")
+        bad = []
+        for u in upstream:
+            st_up = self.rundir.status(self.rundir.spec(u))
+            if st_up.state != "done" and not st_up.retry:
+                bad.append(u)
+        if bad:
+            message = (f"stage {spec.name!r} needs {', '.join(bad)} to be done first "
+                       f"(run `phi1 run {self.config.source} --from {bad[0]}`)")
+            if self.ranks:
+                self.ranks.post(stage=spec.name, decision="error", message=message)
+            raise Phi1Error(message)
+        st = self.rundir.status(spec)
+        if st.state == "done" and not forced:
+            secs = st.manifest.get("timings", {}).get("seconds", 0)
+            return self._decided(spec, "current", f"{spec.name}: up to date (finished "
+                                 f"{st.manifest.get('finished_at', '?')}, {secs:.1f}s), skipping")
+        why = "forced" if forced and st.state == "done" else st.reason
+        try:
+            self.run_stage(spec, why, forced=forced)
+        except SkipStage as e:
+            partial = self.rundir.partial_dir(spec.name)
+            if partial.exists() and [p.name for p in partial.iterdir()] == [ATTEMPT]:
+                shutil.rmtree(partial)  # nothing to resume: leave no trace
+            skipped.add(spec.name)
+            self._say(f"{spec.name}: skipped: {e}")
+            if self.ranks:
+                self.ranks.post(stage=spec.name, outcome="skipped")
+            return "skipped"
+        return "ran"
+
+    def _follow(self, spec: StageSpec) -> str:
+        """Ranks other than 0: do what rank 0 decided, when rank 0 decided it."""
+        assert self.ranks is not None
+        entry = self.ranks.wait(spec.name, "decision")
+        if entry["decision"] == "error":
+            raise Phi1Error(entry.get("message", f"rank 0 could not run {spec.name!r}"))
+        if entry["decision"] != "run":
+            return entry["decision"]
+        rd = self.rundir
+        ctx = rd.context(spec.name, rd.partial_dir(spec.name), resumed=bool(entry.get("resumed")), echo=self.echo,
+                         rank=self.rank, world_size=self.world_size)
+        try:
+            spec.load()(ctx)
+        except SkipStage:
+            pass  # rank 0 says whether the stage was skipped
+        self.ranks.returned(spec.name)
+        # Wait until rank 0 has committed the stage, so the next stage's inputs are there.
+        done = self.ranks.wait(spec.name, "outcome")
+        return "ran" if done["outcome"] == "committed" else done["outcome"]
 
     def _print_summary(self, outcomes: dict[str, str], seconds: float) -> None:
         if self.rank != 0:
@@ -402,46 +332,74 @@ class Pipeline:
                     self._say(f"      {line}")
         self._say(f"outputs: {self.rundir.path}/<stage>/  (manifest.json in each)")
 
-    def run_stage(self, spec: StageSpec, why: str = "") -> StageResult:
-        rd = self.rundir
-        final, partial = rd.stage_dir(spec.name), rd.partial_dir(spec.name)
-        attempt = {
-            "config_hash": self.config.section_hash(*spec.sections),
-            "inputs": rd.expected_inputs(spec),
-        }
-        resumed = False
-        if self.rank == 0:
-            previous = _read_json(partial / ATTEMPT)
-            if partial.exists() and previous == attempt:
-                resumed = True
-            elif partial.exists():
-                shutil.rmtree(partial)
-            partial.mkdir(parents=True, exist_ok=True)
+    # ------------------------------------------------------------------ one stage
+
+    def _prepare(self, spec: StageSpec, attempt: dict[str, Any], why: str, forced: bool) -> bool:
+        """Rank 0: reuse a matching interrupted attempt or discard it (saying so)."""
+        partial = self.rundir.partial_dir(spec.name)
+        previous = _read_json(partial / ATTEMPT) if partial.exists() else None
+        same = previous is not None and {k: previous.get(k) for k in ("config_hash", "inputs")} == {
+            k: attempt[k] for k in ("config_hash", "inputs")}
+        if partial.exists() and same and not forced:
+            attempt["resumed"] = True
             write_json_atomic(partial / ATTEMPT, attempt)
-        else:  # other ranks of a torchrun job wait for rank 0 to prepare the folder
-            _wait_for(lambda: _read_json(partial / ATTEMPT) == attempt, what=str(partial / ATTEMPT))
-            resumed = True
+            return True
+        if partial.exists():
+            held = describe_attempt(partial)
+            cause = "--force" if forced else _what_changed(spec, previous, attempt)
+            if held.startswith("0 files"):
+                shutil.rmtree(partial)
+            else:
+                self._say(f"{spec.name}: discarding the interrupted attempt in {partial} ({held}) because {cause}")
+                shutil.rmtree(partial)
+        partial.mkdir(parents=True, exist_ok=True)
+        attempt["resumed"] = False
+        write_json_atomic(partial / ATTEMPT, attempt)
+        return False
+
+    def run_stage(self, spec: StageSpec, why: str = "", forced: bool = False) -> StageResult:
+        """Rank 0: run one stage into ``<stage>.partial`` and commit it."""
+        rd = self.rundir
+        partial = rd.partial_dir(spec.name)
+        attempt = {**rd.identity(spec), "attempt_id": uuid.uuid4().hex}
+        resumed = self._prepare(spec, attempt, why, forced)
         self._say(f"{spec.name}: running ({why or 'pending'}){' — resuming interrupted attempt' if resumed else ''}")
+        if self.ranks:
+            self.ranks.post(stage=spec.name, decision="run", resumed=resumed)
         fn = spec.load()
-        ctx = StageContext(self.config, spec.name, rd.path, partial, resumed,
-                           self.rank, self.world_size, self.echo, spec)
+        ctx = rd.context(spec.name, partial, resumed=resumed, echo=self.echo, rank=self.rank,
+                         world_size=self.world_size)
         started = time.time()
         result = fn(ctx)
         if result is None:
             result = StageResult()
         seconds = time.time() - started
-        if self.rank != 0:
-            return result
+        if self.ranks:  # every rank's stage function has returned: nothing writes into the folder any more
+            self.ranks.wait_returned(spec.name, self.world_size)
+        self._commit(spec, attempt, result, started, seconds, resumed)
+        if self.ranks:
+            self.ranks.post(stage=spec.name, outcome="committed")
+        return result
+
+    def _commit(self, spec: StageSpec, attempt: dict[str, Any], result: StageResult, started: float,
+                seconds: float, resumed: bool) -> None:
+        rd = self.rundir
+        final, partial = rd.stage_dir(spec.name), rd.partial_dir(spec.name)
         manifest = {
             "stage": spec.name,
             "status": "done",
             "run_id": uuid.uuid4().hex,
+            "attempt_id": attempt["attempt_id"],
             "config_hash": attempt["config_hash"],
             "sections": list(spec.sections),
             "inputs": attempt["inputs"],
+            "datasets": {key: [{"ref": d.ref, "kind": d.kind, "weight": d.weight, "run_id": d.run_id}
+                               for d in ds] for key, ds in self.graph.datasets(spec.name, rd.path).items()},
+            "outputs": {(o.name or spec.name): {"kind": o.kind, "path": o.path} for o in spec.outputs(self.config)},
             "counts": result.counts,
             "metrics": result.metrics,
             "summary": result.summary,
+            "failed": int(result.failed),
             "timings": {"started": _iso(started), "seconds": round(seconds, 3)},
             "finished_at": _iso(time.time()),
             "resumed": resumed,
@@ -461,22 +419,138 @@ class Pipeline:
             os.replace(partial, final)
         for line in result.summary:
             self._say(f"  {spec.name}: {line}")
+        if result.failed:
+            self._say(f"{spec.name}: {result.failed} item(s) failed; re-run the same command to retry exactly those")
         self._say(f"{spec.name}: done in {seconds:.1f}s -> {final}")
-        return result
+
+
+def _what_changed(spec: StageSpec, previous: Any, attempt: dict[str, Any]) -> str:
+    if not isinstance(previous, dict):
+        return "it has no readable attempt record"
+    if previous.get("config_hash") != attempt["config_hash"]:
+        return f"[{', '.join(spec.sections)}] changed"
+    before, now = previous.get("inputs") or {}, attempt["inputs"]
+    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    return f"its inputs changed ({', '.join(changed)})"
+
+
+def launch_key() -> str:
+    """Who launched this process group: the same for every rank of one
+    torchrun/srun launch, different for the next launch (torchrun gives each
+    launch its own TORCHELASTIC_RUN_ID; pass ``--rdzv-id=$SLURM_JOB_ID`` on
+    multi-node jobs), so a rank never follows a log left by an earlier launch."""
+    keys = ("TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "MASTER_ADDR", "MASTER_PORT",
+            "SLURM_JOB_ID", "SLURM_STEP_ID", "WORLD_SIZE")
+    return "|".join(os.environ.get(k, "") for k in keys)
+
+
+class RankLog:
+    """Rank 0's decisions, for the other ranks of a torchrun job to follow.
+
+    Every rank runs `Pipeline.run`; only rank 0 looks at manifests and decides
+    (run, current, skipped, error). It appends each decision, and each commit,
+    to ``<run>/.ranks/<launch>.jsonl``; the other ranks read the log in order,
+    run the stage function when rank 0 runs it (training needs every rank),
+    and go on to the next stage only once rank 0 has committed this one — so
+    they never look for inputs that are not written yet, nor decide on a
+    stale view of the run folder.
+    """
+
+    def __init__(self, run_dir: Path, rank: int):
+        import hashlib
+
+        key = launch_key()
+        self.path = run_dir / ".ranks" / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.jsonl"
+        self.key = key
+        self.rank = rank
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f"{self.path.name}.rank*"):  # left by a crashed launch
+            stale.unlink()
+        write_atomic(self.path, json.dumps({"launch": self.key}) + "\n")  # the header line
+
+    def post(self, **entry: Any) -> None:
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _entries(self) -> list[dict[str, Any]]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines()[1:]:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line being written: read it next time
+        return out
+
+    def wait(self, stage: str, field: str) -> dict[str, Any]:
+        def found() -> dict[str, Any] | None:
+            for e in self._entries():
+                if e.get("stage") == stage and (field in e or e.get("decision") == "error"):
+                    return e
+            return None
+
+        return _wait_for(found, what=f"rank 0's {field} for stage {stage!r} in {self.path}", timeout=RANK_WAIT_S)
+
+    def _rank_file(self, rank: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.rank{rank}")
+
+    def _said(self, rank: int) -> set[str]:
+        try:
+            return set(self._rank_file(rank).read_text().split())
+        except FileNotFoundError:
+            return set()
+
+    def _say(self, word: str) -> None:
+        with open(self._rank_file(self.rank), "a") as fh:
+            fh.write(word + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def returned(self, stage: str) -> None:
+        """A follower's stage function has returned (it writes nothing more there)."""
+        self._say(f"returned:{stage}")
+
+    def wait_returned(self, stage: str, world_size: int) -> None:
+        """Rank 0, before committing ``stage``: every follower's function has returned."""
+        _wait_for(lambda: all(f"returned:{stage}" in self._said(r) for r in range(1, world_size)),
+                  what=f"the other ranks to finish stage {stage!r}", timeout=RANK_WAIT_S)
+
+    def finish(self, world_size: int, wait: bool = True) -> None:
+        """Each follower says it is done; rank 0 removes the logs once all have
+        (they must not vanish while a follower still reads its last entries)."""
+        if self.rank != 0:
+            self._say("finished")
+            return
+        if wait:
+            _wait_for(lambda: all("finished" in self._said(r) for r in range(1, world_size)),
+                      what="the other ranks to finish", timeout=120)
+        for p in (self.path, *(self._rank_file(r) for r in range(1, world_size))):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
 
 
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
 
 
-def _wait_for(cond: Callable[[], bool], what: str, timeout: float = 600) -> None:
+def _wait_for(cond: Callable[[], Any], what: str, timeout: float = 600) -> Any:
     deadline = time.time() + timeout
-    while not cond():
+    while True:
+        value = cond()
+        if value:
+            return value
         if time.time() > deadline:
-            raise Phi1Error(f"timed out waiting for {what}")
+            raise Phi1Error(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.2)
 
 

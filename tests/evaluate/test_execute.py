@@ -12,7 +12,8 @@ from phi1.config import load_config
 from phi1.evaluate.execute import PROGRESS_NAME, RESULTS_NAME, _sample_key, execute_samples_file, run
 from phi1.evaluate.problems import load_problems, write_problems
 from phi1.evaluate.results import read_samples
-from phi1.pipeline import StageContext
+from phi1.pipeline import RunDirectory
+from phi1.stage import StageContext
 
 REPO = Path(__file__).resolve().parents[2]
 PHI1 = str(Path(sys.executable).with_name("phi1"))
@@ -85,7 +86,7 @@ def _stage_ctx(tmp_path: Path, resumed: bool = False, overrides: tuple[str, ...]
     write_problems(gen / "problems.jsonl", [HE[t] for t in TASKS] + [HE["HumanEval/1"]])
     work = run_dir / "execute.partial"
     work.mkdir(exist_ok=True)
-    return StageContext(cfg, "execute", run_dir, work, resumed=resumed, echo=lambda m: None)
+    return RunDirectory(cfg).context("execute", work, resumed=resumed, echo=lambda m: None)
 
 
 def test_execute_stage_writes_results_table_and_metrics(tmp_path):

@@ -231,13 +231,13 @@ def test_records_round_trip_and_errors(tmp_path):
 
 def _fake_filter(cfg, docs):
     folder = cfg.run_dir / "filter"
-    write_jsonl(folder / "docs" / "000_00000.jsonl.gz", [d.to_json() for d in docs])
+    write_jsonl(folder / "docs" / "000_00000.jsonl.gz", [{"id": d.id, "text": d.text, "metadata": d.metadata} for d in docs])
     mark_done(cfg, "filter")
 
 
 def test_mine_stage_through_the_cli(tmp_path, capsys):
     toml = tmp_path / "t.toml"
-    toml.write_text(f'[run]\nroot = "{tmp_path}"\nname = "t"\n[mine]\nvalidation_fraction = 0.3\nworkers = 1\n')
+    toml.write_text(f'[run]\nroot = "{tmp_path}"\nname = "t"\nvalidation_fraction = 0.3\n[mine]\nworkers = 1\n')
     cfg = load_config(toml)
     docs = [Doc(f"m{i}", MODULE.replace("join_all", f"join_all_{i}"), {"path": f"m{i}.py"}) for i in range(8)]
     _fake_filter(cfg, docs)

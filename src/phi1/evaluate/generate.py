@@ -22,7 +22,7 @@ of ranks. ``endpoint`` sends one ``/v1/completions`` request per task (with
 Why batch shape is recorded: greedy decoding is deterministic for a given
 batch, but in bf16 the padded shape changes the arithmetic enough to flip an
 argmax now and then, so greedy pass@1 moves by a fraction of a point with
-``batch_size``. The manifest records dtype, batch size and seeds.
+``batch_size``. The manifest records the precision (and why), batch size and seeds.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from phi1.documents import write_jsonl
-from phi1.devices import from_pretrained_dtype, resolve_device, resolve_dtype
+from phi1.devices import PRECISION_DTYPES, from_pretrained_dtype, resolve_device, resolve_precision
 from phi1.errors import InputError, Phi1Error
 from phi1.evaluate.config import GenerateConfig
 from phi1.evaluate.stops import contains_stop, truncate_at_stops
@@ -146,7 +146,7 @@ def batch_seed(base_seed: int, rows: Iterable[Row]) -> int:
 class TransformersGenerator:
     """An exported model folder, loaded for batched generation."""
 
-    def __init__(self, model_dir: str | Path, device: str = "auto", dtype: str = "auto"):
+    def __init__(self, model_dir: str | Path, device: str = "auto", precision: str = "auto"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model_dir = Path(model_dir)
@@ -155,7 +155,10 @@ class TransformersGenerator:
                              "(expected an exported Hugging Face folder, e.g. <run>/finetune/model)")
         self.model_dir = model_dir
         self.device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")), key="generate.device")
-        self.dtype = resolve_dtype(dtype, self.device)
+        # bf16/fp16: the weights are loaded in that dtype (on GPUs, and on CPUs
+        # with native bf16 matmul under 'auto'); the manifest records why.
+        self.precision, self.precision_reason = resolve_precision(precision, self.device, key="generate.precision")
+        self.dtype = PRECISION_DTYPES[self.precision]
         try:
             tok = AutoTokenizer.from_pretrained(model_dir)
         except (OSError, ValueError) as e:
@@ -431,7 +434,7 @@ def generate_endpoint(
 
 
 def run(ctx: Any) -> Any:
-    from phi1.pipeline import StageResult
+    from phi1.stage import StageResult
 
     cfg: GenerateConfig = ctx.section
     seed = ctx.config.run.seed
@@ -447,9 +450,10 @@ def run(ctx: Any) -> Any:
         "stop": list(cfg.stop), "strip_prompt": cfg.strip_prompt, "seed": seed,
     }
     if cfg.backend == "transformers":
-        model_dir = Path(cfg.model) if cfg.model else ctx.input_dir("finetune") / "model"
-        generator = TransformersGenerator(model_dir, cfg.device, cfg.dtype)
-        ctx.log(f"model {model_dir} on {generator.device} ({generator.dtype}), batch size {cfg.batch_size}")
+        model_dir = ctx.input("model").path
+        generator = TransformersGenerator(model_dir, cfg.device, cfg.precision)
+        ctx.log(f"model {model_dir} on {generator.device} in {generator.precision} "
+                f"({generator.precision_reason}), batch size {cfg.batch_size}")
         gens = generate_transformers(generator, problems, cfg, seed=seed, work_dir=ctx.work_dir,
                                      rank=ctx.rank, world_size=ctx.world_size, resume=ctx.resumed,
                                      log=ctx.log)
@@ -457,6 +461,7 @@ def run(ctx: Any) -> Any:
             return StageResult()
         record.update({
             "model": str(model_dir), "device": generator.device, "dtype": generator.dtype,
+            "precision": generator.precision, "precision_reason": generator.precision_reason,
             "batch_size": cfg.batch_size, "world_size": ctx.world_size,
             "seed_rule": "per batch: sha256(run.seed, the batch's task_id#index keys); see batches.jsonl",
         })
@@ -480,6 +485,8 @@ def run(ctx: Any) -> Any:
     reasons = dict(sorted(Counter(g.finish_reason for g in gens).items()))
     empty = sum(1 for s in samples if not s["completion"].strip())
     seconds = time.time() - t0
+    how = ([f"{record['precision']} on {record['device']}: {record['precision_reason']}"]
+           if "precision" in record else [])
     return StageResult(
         counts={"problems": len(problems), "samples": len(samples), "generated": len(gens),
                 **{f"finish_{k}": v for k, v in reasons.items()}, "empty_completions": empty},
@@ -487,6 +494,7 @@ def run(ctx: Any) -> Any:
         summary=[
             f"{len(samples)} samples for {len(problems)} problems in {seconds:.1f}s ({len(gens)} generated; "
             f"ended by {', '.join(f'{k} {v}' for k, v in reasons.items())})",
+            *how,
             f"samples: {ctx.run_dir / 'generate' / SAMPLES}",
         ],
         extra={"generation": record},

@@ -30,7 +30,7 @@ from typing import Any
 from phi1.documents import read_jsonl, read_jsonl_numbered, write_jsonl
 from phi1.errors import InputError, SkipStage
 from phi1.evaluate.config import GradeConfig
-from phi1.evaluate.grading_prompt import grading_messages, parse_grade, reask_messages
+from phi1.evaluate.grading_prompt import ParsedGrade, grading_messages, parse_grade, reask_messages
 
 GRADES = "grades.jsonl"
 
@@ -49,6 +49,7 @@ class GradeJob:
     attempts: int = 0
     error: str = ""
     invalid: list[dict[str, str]] = field(default_factory=list)  # replies without a valid grade
+    failed: bool = False  # the last request failed at the transport level: a re-run asks again
 
     def record(self) -> dict[str, Any]:
         return {"task_id": self.task_id, "sample": self.sample, "grade": self.grade,
@@ -89,15 +90,19 @@ def grade_jobs(
     Round 1 asks everything at once; each later round re-asks only the replies
     without a valid grade, as a continuation of their conversation (a new
     request, so the cache cannot answer it with the same invalid reply).
-    A request that fails at the transport level (after the client's own
-    retries) is not re-asked: its error is recorded and the sample excluded.
+    A reply cut at the token limit is asked again with more tokens by the
+    client (``llm.cut_retries``); one still cut is never parsed (a grade in a
+    cut evaluation is not the grade) and is re-asked for a shorter reply like
+    any invalid one. A request that fails at the transport level (after the
+    client's own retries) is not re-asked: its error is recorded, the sample
+    excluded and counted as failed (a plain re-run of the stage asks again).
     """
     from phi1.llm import ChatRequest, LLMClient
 
     for job in jobs:
         job.messages = grading_messages(problems[job.task_id], job.completion, cfg.include_reference)
     pending = list(jobs)
-    with LLMClient(cfg.llm, cache_path, desc="grade") as client:
+    with LLMClient(cfg.llm, cache_path, desc="grade", log=log) as client:
         for attempt in range(1, cfg.max_attempts + 1):
             if not pending:
                 break
@@ -105,22 +110,26 @@ def grade_jobs(
                 log(f"re-asking {len(pending)} replies without a valid grade (attempt {attempt} of "
                     f"{cfg.max_attempts})")
             requests = [ChatRequest(messages=job.messages) for job in pending]
-            results = asyncio.run(client.chat_many(requests))
+            results = asyncio.run(client.chat_many(requests, reask_cut=True))
             retry: list[GradeJob] = []
             for job, res in zip(pending, results):
                 job.attempts = attempt
+                job.failed = not res.ok
                 if not res.ok:
                     job.error = res.error or "request failed"
                     continue
-                parsed = parse_grade(res.text)
                 job.raw = res.text
+                if res.truncated:
+                    parsed = ParsedGrade(None, res.text or "", "reply cut at the token limit")
+                else:
+                    parsed = parse_grade(res.text)
                 if parsed.grade is not None:
                     job.grade, job.evaluation, job.error = parsed.grade, parsed.evaluation, ""
                     continue
                 job.invalid.append({"reply": res.text or "", "why": parsed.error})
                 job.evaluation, job.error = parsed.evaluation, f"no valid grade: {parsed.error}"
                 if attempt < cfg.max_attempts:
-                    job.messages = reask_messages(job.messages, res.text or "")
+                    job.messages = reask_messages(job.messages, res.text or "", cut=res.truncated)
                     retry.append(job)
             pending = retry
         return client.usage
@@ -141,7 +150,8 @@ def summarize(jobs: list[GradeJob]) -> tuple[float | None, dict[str, float | Non
 
 def run(ctx: Any) -> Any:
     from phi1.llm import resolve_cache_path
-    from phi1.pipeline import StageResult
+    from phi1.llm import describe_usage
+    from phi1.stage import StageResult
 
     cfg: GradeConfig = ctx.section
     if not cfg.llm.enabled:
@@ -149,12 +159,13 @@ def run(ctx: Any) -> Any:
     if not ctx.is_main:
         return StageResult()
     t0 = time.time()
-    gen_dir = ctx.input_dir("generate")
+    samples = ctx.input("samples")
+    gen_dir = samples.path
     problems = {p["task_id"]: p for p in read_jsonl(gen_dir / "problems.jsonl")}
     jobs = read_samples(gen_dir / "samples.jsonl", problems, cfg.samples_per_task)
     if not jobs:
         raise InputError(f"{gen_dir / 'samples.jsonl'}: no samples to grade")
-    student = (ctx.input_manifest("generate").get("generation") or {}).get("model", "")
+    student = (samples.manifest.get("generation") or {}).get("model", "")
     ctx.log(f"grading {len(jobs)} samples of {len({j.task_id for j in jobs})} tasks with {cfg.llm.model} "
             f"(reference solution {'shown' if cfg.include_reference else 'hidden'})")
     usage = grade_jobs(jobs, problems, cfg, resolve_cache_path(cfg.llm, ctx.run_dir), log=ctx.log)
@@ -162,7 +173,7 @@ def run(ctx: Any) -> Any:
 
     overall, per_task = summarize(jobs)
     valid = sum(1 for j in jobs if j.grade is not None)
-    failed = sum(1 for j in jobs if j.grade is None and j.raw is None)
+    failed = sum(1 for j in jobs if j.failed)
     invalid = len(jobs) - valid - failed
     seconds = time.time() - t0
     shown = "n/a" if overall is None else f"{overall:.1f}%"
@@ -176,8 +187,11 @@ def run(ctx: Any) -> Any:
             f"mean grade {shown} of 10 over {valid} of {len(jobs)} samples ({len(per_task)} tasks), "
             f"grader {cfg.llm.model}, student {student or '?'}, {seconds:.1f}s",
             *([f"excluded: {invalid} without a valid grade after {cfg.max_attempts} asks, "
-               f"{failed} failed requests"] if invalid or failed else []),
+               f"{failed} failed requests" + (" (a plain re-run asks those again)" if failed else "")]
+              if invalid or failed else []),
+            describe_usage(usage),
             f"grades: {ctx.run_dir / 'grade' / GRADES}",
         ],
         extra={"llm": usage},
+        failed=failed,
     )

@@ -10,6 +10,8 @@ from phi1.sections import option
 
 @dataclass
 class TokenizerConfig:
+    inputs: dict[str, float] = option(
+        {"filter": 1.0}, doc="documents to train on (and to measure bytes/token): {dataset = sampling rate}")
     name: str = option("", doc="HF tokenizer dir or hub name (paper: Salesforce/codegen-350M-mono); '' = train BPE")
     vocab_size: int = option(8192, ge=300, doc="BPE: target size (padded to a multiple of pad_multiple)")
     pad_multiple: int = option(64, ge=1, doc="pad the vocabulary with reserved tokens to a multiple of this")

@@ -14,6 +14,7 @@ tokenizer folder (``tokenizer/tokenizer/``, with ``tokenizer.json``) that
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from phi1.documents import DOCS_DIR, read_documents
+
 from phi1.errors import InputError, Phi1Error
 
 EOT = "<|endoftext|>"
@@ -195,55 +196,61 @@ def bytes_per_token(tok: Any, texts: list[str]) -> float:
 # --------------------------------------------------------------------------- stage
 
 
-def _sample_documents(folder: Path, k: int, seed: int) -> list[str]:
+def _sample_documents(texts: Iterable[str], k: int, seed: int) -> list[str]:
     """A seeded uniform sample of ``k`` document texts (reservoir; one pass, k in memory)."""
     rng = random.Random(f"tokenizer:{seed}")
     sample: list[str] = []
-    for n, doc in enumerate(read_documents(folder)):
+    for n, text in enumerate(texts):
         if n < k:
-            sample.append(doc.text)
+            sample.append(text)
         else:
             j = rng.randrange(n + 1)
             if j < k:
-                sample[j] = doc.text
+                sample[j] = text
     return sample
 
 
 def run(ctx: Any) -> Any:
-    from phi1.pipeline import StageResult
+    from phi1.documents import weighted_documents
+    from phi1.stage import StageResult
 
     cfg = ctx.section
-    docs = ctx.input_dir("filter") / DOCS_DIR
+    inputs = ctx.mixture("inputs")
+    seed = ctx.config.run.seed
+    where = " + ".join(f"{d.ref}" + (f" x{d.weight:g}" if d.weight != 1 else "") for d in inputs)
+
+    def texts() -> Iterator[str]:
+        return (doc.text for _, doc in weighted_documents(inputs, seed))
+
     out = ctx.work_dir / OUT_DIR
     started = time.time()
     if cfg.name:
         ctx.log(f"loading {cfg.name}")
         tok = load_pretrained(cfg.name, cfg.pad_multiple)
         source, trained_on = cfg.name, 0
-        sample = [d.text for d in read_documents(docs, limit=BYTES_SAMPLE_DOCS)]
+        sample = list(itertools.islice(texts(), BYTES_SAMPLE_DOCS))
     else:
         if cfg.max_docs:
-            texts: Any = _sample_documents(docs, cfg.max_docs, ctx.config.run.seed)
-            n_docs = len(texts)
-            if not texts:
-                raise InputError(f"no documents to train the tokenizer on in {docs}")
+            corpus: Any = _sample_documents(texts(), cfg.max_docs, seed)
+            n_docs = len(corpus)
+            if not corpus:
+                raise InputError(f"no documents to train the tokenizer on in tokenizer.inputs ({where})")
         else:
             counter = {"docs": 0}
 
             def stream() -> Iterator[str]:
-                for d in read_documents(docs):
+                for text in texts():
                     counter["docs"] += 1
-                    yield d.text
+                    yield text
 
-            texts = stream()
-        ctx.log(f"training a byte-level BPE (vocab {cfg.vocab_size}) on {docs}")
-        tok = train_bpe(texts, cfg.vocab_size, cfg.pad_multiple, show_progress=ctx.is_main and sys.stderr.isatty())
+            corpus = stream()
+        ctx.log(f"training a byte-level BPE (vocab {cfg.vocab_size}) on {where}")
+        tok = train_bpe(corpus, cfg.vocab_size, cfg.pad_multiple, show_progress=ctx.is_main and sys.stderr.isatty())
         n_docs = n_docs if cfg.max_docs else counter["docs"]
         if n_docs == 0:
-            raise InputError(f"no documents to train the tokenizer on in {docs}")
+            raise InputError(f"no documents to train the tokenizer on in tokenizer.inputs ({where})")
         source, trained_on = "bpe", n_docs
-        sample = texts[:BYTES_SAMPLE_DOCS] if cfg.max_docs else [
-            d.text for d in read_documents(docs, limit=BYTES_SAMPLE_DOCS)]
+        sample = corpus[:BYTES_SAMPLE_DOCS] if cfg.max_docs else list(itertools.islice(texts(), BYTES_SAMPLE_DOCS))
     out.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(out))
     if not cfg.name:

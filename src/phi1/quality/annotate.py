@@ -18,9 +18,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from phi1.documents import DOCS_DIR, read_documents, write_jsonl
+from phi1.documents import read_documents, write_jsonl
 from phi1.errors import InputError, Phi1Error
-from phi1.pipeline import StageContext, StageResult
+from phi1.stage import StageContext, StageResult
 from phi1.quality.config import AnnotateConfig
 from phi1.quality.teachers import Label, heuristic_labels, imported_labels, llm_labels
 
@@ -29,7 +29,7 @@ LABELS_FILE = "labels.jsonl"
 
 def run(ctx: StageContext) -> StageResult:
     cfg: AnnotateConfig = ctx.section
-    docs_dir = ctx.input_dir("ingest") / DOCS_DIR
+    docs_dir = ctx.input("documents").path
     started = time.time()
     counts: dict[str, int] = {}
     metrics: dict[str, Any] = {}
@@ -79,7 +79,9 @@ def run(ctx: StageContext) -> StageResult:
         + (f"; mean {metrics['mean_score']:.2f}; {share} >= {threshold:g} (classifier.threshold)" if valid else ""),
     ]
     summary.append(f"labels: {ctx.run_dir / ctx.name / LABELS_FILE}")
-    return StageResult(counts=counts, metrics=metrics, summary=summary)
+    # Failed requests make the stage not current: a plain re-run asks exactly
+    # those again (every reply received is served from the cache).
+    return StageResult(counts=counts, metrics=metrics, summary=summary, failed=counts.get("failed", 0))
 
 
 def _check_llm(cfg: AnnotateConfig) -> None:
@@ -95,6 +97,7 @@ def _check_llm(cfg: AnnotateConfig) -> None:
 def _llm(ctx: StageContext, cfg: AnnotateConfig, docs: list, counts: dict[str, int], metrics: dict[str, Any],
          summary: list[str]) -> tuple[list[Label], str]:
     from phi1.llm import resolve_cache_path
+    from phi1.llm import describe_usage
 
     cache = resolve_cache_path(cfg.llm, ctx.run_dir)
     labels, report = llm_labels(docs, cfg.llm, cfg.prompt, cfg.max_chars, cfg.parse_retries, cache,
@@ -109,12 +112,12 @@ def _llm(ctx: StageContext, cfg: AnnotateConfig, docs: list, counts: dict[str, i
             f"{cfg.max_failed_fraction:g}); first: {failed[0].error}. Fix the cause and re-run: replies "
             f"already received are cached and are not sent again")
     if failed:
-        ctx.log(f"{len(failed)} requests failed and are recorded as invalid (first: {failed[0].error})")
-    summary.append(
-        f"llm {usage.get('model')}: {usage.get('sent', 0)} requests sent ({usage.get('retries', 0)} retries), "
-        f"{usage.get('cache_hits', 0)} from cache, {usage.get('prompt_tokens', 0):,} prompt + "
-        f"{usage.get('completion_tokens', 0):,} completion tokens, ${usage.get('cost_usd', 0):.4f}"
-        + (f", {report.reasked} re-asked" if report.reasked else ""))
+        ctx.log(f"{len(failed)} requests failed and are recorded as invalid for now (first: {failed[0].error}); "
+                "a plain re-run asks exactly those again")
+    cut = sum(1 for lab in labels if not lab.valid and lab.invalid == "cut at the token limit")
+    counts["cut"] = cut
+    summary.append(describe_usage(usage) + (f", {report.reasked} re-asked" if report.reasked else "")
+                   + (f", {cut} still cut at the token limit (invalid)" if cut else ""))
     return labels, labels[0].prompt_id
 
 

@@ -5,6 +5,7 @@ stage's vectors; writes::
 
     classifier/model.pkl    the fitted scikit-learn estimator (joblib)
     classifier/model.json   {embedder: {name, dim, key}, kind, task, threshold, metrics, ...}
+    classifier/validation.json  held-out labels: id, predicted score, teacher score, positive
 
 ``task = "binary"`` (default): a document is positive when its teacher score
 is >= ``threshold``; the model predicts the probability of that, which is the
@@ -29,10 +30,12 @@ from typing import Any
 import numpy as np
 
 from phi1.errors import InputError, Phi1Error
-from phi1.pipeline import StageContext, StageResult
+from phi1.files import write_json_atomic
+from phi1.stage import StageContext, StageResult
 
 MODEL_PKL = "model.pkl"
 MODEL_JSON = "model.json"
+VALIDATION_JSON = "validation.json"  # held-out ids, predicted scores and teacher labels
 
 
 # --------------------------------------------------------------------------- model
@@ -48,6 +51,8 @@ class QualityModel:
     threshold: float = 3.0
     kind: str = "random_forest"
     info: dict[str, Any] = field(default_factory=dict)  # metrics and training facts, for model.json
+    # held-out rows of the last fit: {"index", "predicted", "teacher_score", "positive"} (not saved with the model)
+    validation: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def check_embedder(self, name: str | None, dim: int) -> None:
         """Refuse vectors from an embedder other than the training one."""
@@ -171,6 +176,8 @@ def train_quality_model(vectors: np.ndarray, scores: np.ndarray, embedder: dict[
     model = QualityModel(est, dict(embedder), cfg.task, float(cfg.threshold), cfg.kind)
     val_scores = model.score(vectors[va], embedder.get("name"))
     metrics = evaluate(val_scores, scores[va], positive[va], cfg.task, cfg.threshold)
+    model.validation = {"index": va.tolist(), "predicted": [float(x) for x in val_scores],
+                        "teacher_score": scores[va].tolist(), "positive": positive[va].tolist()}
     model.info = {
         "metrics": metrics,
         "labels": {"used": len(scores), "train": len(tr), "validation": len(va)},
@@ -217,8 +224,8 @@ def run(ctx: StageContext) -> StageResult:
     from phi1.quality.embed import EmbeddingTable, usable_labels
 
     cfg = ctx.section
-    labels_path = ctx.input_dir("annotate") / "labels.jsonl"
-    table = EmbeddingTable(ctx.input_dir("embed"))
+    labels_path = ctx.input("labels").path
+    table = EmbeddingTable(ctx.input("vectors").path)
     total = sum(1 for _ in _records(labels_path))
     ids, scores, missing, usable = [], [], 0, 0
     seen: set[str] = set()
@@ -241,6 +248,12 @@ def run(ctx: StageContext) -> StageResult:
     model = train_quality_model(vectors, np.array(scores), table.embedder, cfg, seed=ctx.config.run.seed)
     model.info["labels"].update({"total": total, "invalid": total - usable, "without_vector": missing})
     model.save(ctx.work_dir)
+    # the held-out predictions themselves, so the run report can draw ROC / precision-recall curves
+    val = model.validation
+    write_json_atomic(ctx.work_dir / VALIDATION_JSON, {
+        "score": model.info["score"], "threshold": cfg.threshold, "task": cfg.task,
+        "id": [ids[i] for i in val["index"]], "predicted": val["predicted"],
+        "teacher_score": val["teacher_score"], "positive": val["positive"]})
 
     m = model.info["metrics"]
     bal = model.info["class_balance"]

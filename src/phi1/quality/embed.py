@@ -29,7 +29,7 @@ import numpy as np
 
 from phi1.documents import Doc, read_documents, read_jsonl
 from phi1.errors import InputError
-from phi1.pipeline import StageContext, StageResult
+from phi1.stage import StageContext, StageResult
 
 VECTORS = "vectors.npy"
 IDS = "ids.json"
@@ -59,10 +59,10 @@ def run(ctx: StageContext) -> StageResult:
     from phi1.quality.embedders import build_embedder
 
     cfg = ctx.section
-    docs_dir = ctx.input_dir("ingest") / "docs"
+    docs_dir = ctx.input("documents").path
     wanted: set[str] | None = None
     if cfg.scope == "labelled":
-        labels_path = ctx.input_dir("annotate") / "labels.jsonl"
+        labels_path = ctx.input("labels").path
         wanted = {str(r["id"]) for r in usable_labels(labels_path)}
         if not wanted:
             raise InputError(f"{labels_path} has no valid labels to embed (embed.scope = 'labelled')")
@@ -88,7 +88,8 @@ def run(ctx: StageContext) -> StageResult:
 
     embedder = build_embedder(cfg)
     cached = open_cached_embedder(embedder, cache_root(cfg, ctx.run_dir))
-    ctx.log(f"{len(ids)} documents ({cfg.scope}) with {embedder.backend}:{embedder.name} on {embedder.device}"
+    ctx.log(f"{len(ids)} documents ({cfg.scope}) with {embedder.backend}:{embedder.name} on {embedder.device} "
+            f"in {embedder.precision} ({embedder.precision_reason})"
             + (f", cache {cached.cache.folder}" if cached.cache else ""))
 
     t0 = time.time()
@@ -121,14 +122,15 @@ def run(ctx: StageContext) -> StageResult:
     hits = len(ids) - cached.embedded
     rate = cached.embedded / seconds if seconds > 0 and cached.embedded else 0.0
     summary = [f"{len(ids)} vectors of dim {info['dim']} ({info['name']}): {cached.embedded} embedded "
-               f"({rate:.1f} docs/s), {hits} from the cache"]
+               f"({rate:.1f} docs/s), {hits} from the cache",
+               f"{embedder.precision} on {embedder.device}: {embedder.precision_reason}"]
     return StageResult(
         counts={"documents": len(ids), "embedded": cached.embedded, "cache_hits": hits,
                 "labels_without_document": missing, "duplicate_ids": duplicates},
         metrics={"dim": info["dim"], "seconds": round(seconds, 3), "docs_per_s": round(rate, 2),
                  "bytes": nbytes},
         summary=summary,
-        extra={"embedder": info},
+        extra={"embedder": info, "precision": embedder.precision, "precision_reason": embedder.precision_reason},
     )
 
 

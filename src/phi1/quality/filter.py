@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -42,9 +41,10 @@ from typing import Any
 import numpy as np
 
 from phi1.errors import InputError, Phi1Error
-from phi1.pipeline import StageContext, StageResult
+from phi1.stage import StageContext, StageResult
 
 SCORE_KEY = "quality_score"
+DEFAULT_BYTES_PER_TOKEN = 3.5  # when the documents' producer did not record its estimate
 
 try:  # datatrove is a hard dependency; the guard keeps `import phi1.quality.filter` cheap to reason about
     from datatrove.pipeline.base import PipelineStep
@@ -197,9 +197,11 @@ class QualityScorer(PipelineStep):
         recorder = _ScoreRecorder()
         try:
             for batch in batched(data, self.batch_size):
+                before = scorer.cached.embedded
                 with self.track_time("batch"):
                     recorder.add(batch, scorer.score(batch))
                 self.stat_update("documents", value=len(batch))
+                self.stat_update("embedded", value=scorer.cached.embedded - before)
         finally:
             scorer.close()  # keep the cache entries even when the task fails half-way
         recorder.save(self.scores_dir, rank)
@@ -247,7 +249,9 @@ class QualityFilter(BaseFilter):
         if len(todo):  # not recorded (or not using records): embed + predict, loading lazily
             if self._scorer is None:
                 self._scorer = _TaskScorer(self.embed_cfg, self.model_dir, self.cache_root, self._rank, self.threads)
+            before = self._scorer.cached.embedded
             out[todo] = self._scorer.score([batch[i] for i in todo])
+            self.stat_update("embedded", value=self._scorer.cached.embedded - before)
         return out
 
     def filter_batch(self, batch: list[Any]) -> list[bool | tuple[bool, str]]:
@@ -321,19 +325,24 @@ def _threads_per_task(ex_cfg: Any) -> int:
 def run(ctx: StageContext) -> StageResult:
     from datatrove.pipeline.writers import JsonlWriter
 
-    from phi1.executors import build_executor, merged_stats, run_executors
+    from phi1.devices import resolve_device, resolve_precision
+    from phi1.executors import build_executor, merged_stats, run_executors, stat_totals
     from phi1.quality.classifier import QualityModel
-    from phi1.quality.embed import EMBEDDER, cache_root
+    from phi1.quality.embed import cache_root
+    from phi1.quality.embedders import build_embedder
 
     cfg = ctx.section
     config = ctx.config
     # Absolute paths: Slurm/Ray tasks do not start in this directory.
-    docs_in = (ctx.input_dir("ingest") / "docs").resolve()
-    model_dir = ctx.input_dir("classifier").resolve()
+    documents = ctx.input("documents")
+    docs_in = documents.path.resolve()
+    model_dir = ctx.input("classifier").path.resolve()
     model = QualityModel.load(model_dir)
-    # Fail here, in one line, rather than in every task: the classifier must match [embed].
-    embed_info = json.loads((ctx.input_dir("embed") / EMBEDDER).read_text())
-    model.check_embedder(embed_info.get("name"), int(embed_info.get("dim", -1)))
+    # Fail here, in one line, rather than in every task: the classifier must match [embed]
+    # (the name is known without loading the model; each task checks the dimension too).
+    embed_name = build_embedder(config.embed).name
+    model.check_embedder(embed_name, int(model.embedder.get("dim", -1)))
+    embed_info = {"name": embed_name}
     threshold = cfg.threshold
     if threshold is None:
         threshold = 0.5 if model.task == "binary" else model.threshold
@@ -363,8 +372,11 @@ def run(ctx: StageContext) -> StageResult:
         ex2 = build_executor(cfg.executor, keeping_pipeline(step), out / "logs" / "filter", f"{job}-keep",
                              depends=ex1)
         chain = [("score", ex1), ("keep top", ex2)]
+    # What 'auto' resolves to here; a task on another node (Slurm, Ray) resolves it on its own CPU/GPU.
+    precision, precision_why = resolve_precision(config.embed.precision, resolve_device(config.embed.device),
+                                                 key="embed.precision")
     ctx.log(f"scoring {docs_in} with {model.kind} ({model.task}) on {config.embed.backend}:"
-            f"{embed_info.get('name')} — {cfg.executor.kind} executor, {cfg.executor.tasks} tasks")
+            f"{embed_info.get('name')} in {precision} — {cfg.executor.kind} executor, {cfg.executor.tasks} tasks")
     run_executors(chain, echo=ctx.log)
     (out / "docs").mkdir(exist_ok=True)  # a task that kept nothing writes no shard
 
@@ -374,7 +386,10 @@ def run(ctx: StageContext) -> StageResult:
         scores, sizes, rec["tie"], cfg.keep_fraction, cfg.fraction_of)
     cutoff = cut.score
     kept = cut.keeps(scores, rec["tie"])
-    bpt = config.ingest.bytes_per_token
+    upstream = documents.manifest
+    # the bytes/token estimate the documents were counted with (ingest's setting), so the funnel adds up
+    bpt = float(upstream.get("bytes_per_token") or upstream.get("metrics", {}).get("bytes_per_token")
+                or DEFAULT_BYTES_PER_TOKEN)
     n_in, n_kept = int(len(scores)), int(kept.sum())
     b_in, b_kept = int(sizes.sum()), int(sizes[kept].sum())
     t_in, t_kept = int(round(b_in / bpt)), int(round(b_kept / bpt))
@@ -397,5 +412,10 @@ def run(ctx: StageContext) -> StageResult:
     ]
     steps = {s["name"]: {k: v.get("total") for k, v in s["stats"].items() if isinstance(v, dict)}
              for s in merged_stats(out / "logs" / "filter")}
+    embedded = int(sum(stat_totals(out / "logs" / name).get("embedded", 0) for name in ("score", "filter")))
+    counts["embedded"] = embedded
+    summary.append(f"{embedded:,} documents embedded here, {n_in - embedded:,} vectors from the cache; "
+                   f"{precision} on this machine: {precision_why}")
     return StageResult(counts=counts, metrics=metrics, summary=summary,
-                       extra={"datatrove_stats": steps, "bytes_per_token": bpt})
+                       extra={"datatrove_stats": steps, "bytes_per_token": bpt, "precision": precision,
+                              "precision_reason": precision_why})

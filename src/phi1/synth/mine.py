@@ -30,15 +30,15 @@ import builtins
 import collections
 import hashlib
 import io
-import multiprocessing as mp
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
-from phi1.documents import DOCS_DIR, read_documents
+from phi1.documents import is_validation, weighted_documents
 from phi1.errors import InputError
 from phi1.synth.records import ExerciseRecord, write_exercises
+from phi1.workers import ordered_map
 
 TRAIN_FILE = "train.jsonl.gz"
 VAL_FILE = "val.jsonl.gz"
@@ -288,11 +288,6 @@ def dedup_key(record: ExerciseRecord) -> str:
         return _key("\n".join(ln.strip() for ln in record.text.splitlines() if ln.strip()))
 
 
-def unit_hash(*parts: Any) -> float:
-    h = hashlib.blake2b(":".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2**64
-
-
 # --------------------------------------------------------------------------- a corpus
 
 
@@ -306,22 +301,6 @@ def _mine_batch(batch: list[tuple[str, str, str]], options: MineOptions
         stats.update(st)
         stats["docs"] += 1
     return records, stats
-
-
-def _ordered_map(fn: Callable[..., Any], items: Iterable[Any], workers: int, *args: Any) -> Iterator[Any]:
-    """``fn(item, *args)`` for each item, in order, over ``workers`` processes (bounded read-ahead)."""
-    if workers <= 1:
-        for item in items:
-            yield fn(item, *args)
-        return
-    with mp.get_context("spawn").Pool(workers) as pool:
-        pending: collections.deque = collections.deque()
-        for item in items:
-            pending.append(pool.apply_async(fn, (item, *args)))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
 
 
 def _batches(docs: Iterable[Any], size: int) -> Iterator[list[tuple[str, str, str]]]:
@@ -352,7 +331,7 @@ def mine_documents(docs: Iterable[Any], options: MineOptions = MineOptions(), va
     train, val = [], []
     bar = tqdm(unit="doc", desc="mine", disable=not progress, mininterval=1.0)
     try:
-        for records, st in _ordered_map(_mine_batch, _batches(docs, CHUNK_DOCS), workers, options):
+        for records, st in ordered_map(_mine_batch, _batches(docs, CHUNK_DOCS), workers, options):
             stats.update(st)
             bar.update(st["docs"])
             for r in records:
@@ -362,8 +341,7 @@ def mine_documents(docs: Iterable[Any], options: MineOptions = MineOptions(), va
                     continue
                 seen.add(key)
                 doc_id = r.metadata.get("doc_id", r.id)
-                held_out = validation_fraction > 0 and unit_hash(seed, "mine-val", doc_id) < validation_fraction
-                (val if held_out else train).append(r)
+                (val if is_validation(doc_id, validation_fraction, seed) else train).append(r)
             bar.set_postfix(exercises=len(train) + len(val), refresh=False)
     finally:
         bar.close()
@@ -372,14 +350,16 @@ def mine_documents(docs: Iterable[Any], options: MineOptions = MineOptions(), va
 
 
 def run(ctx: Any) -> Any:
-    from phi1.pipeline import StageResult
+    from phi1.stage import StageResult
 
     cfg = ctx.section
-    docs = ctx.input_dir("filter") / DOCS_DIR
+    inputs = ctx.mixture("inputs")
+    docs = " + ".join(str(d.path) for d in inputs)
+    seed, validation_fraction = ctx.config.run.seed, ctx.config.run.validation_fraction
     options = MineOptions(cfg.min_body_lines, cfg.min_docstring_chars, cfg.max_chars, cfg.self_contained)
     started = time.time()
-    result = mine_documents(read_documents(docs), options, cfg.validation_fraction, ctx.config.run.seed,
-                            cfg.workers, progress=ctx.is_main)
+    result = mine_documents((doc for _, doc in weighted_documents(inputs, seed)), options, validation_fraction,
+                            seed, cfg.workers, progress=ctx.is_main)
     s = result.stats
     if s["docs"] == 0:
         raise InputError(f"mine: no documents in {docs}")
@@ -387,10 +367,11 @@ def run(ctx: Any) -> Any:
         why = ", ".join(f"{k[8:]} {v}" for k, v in sorted(s.items()) if k.startswith("dropped_")) or "none found"
         raise InputError(f"mine: no exercises from {s['docs']} documents in {docs} ({s['functions']} top-level "
                          f"functions; dropped: {why})")
-    if cfg.validation_fraction > 0 and not result.val:
-        ctx.log("warning: no validation exercises; raise mine.validation_fraction")
-    write_exercises(ctx.work_dir / TRAIN_FILE, result.train)
-    write_exercises(ctx.work_dir / VAL_FILE, result.val)
+    if validation_fraction > 0 and not result.val:
+        ctx.log("warning: no validation exercises; raise run.validation_fraction")
+    out = ctx.output()
+    write_exercises(out / TRAIN_FILE, result.train)
+    write_exercises(out / VAL_FILE, result.val)
     seconds = time.time() - started
     dropped = {k: v for k, v in sorted(s.items()) if k.startswith("dropped_")}
     return StageResult(

@@ -1,8 +1,10 @@
 """The `finetune` stage: train the pretrained model on CodeExercises.
 
-Reads ``pretrain/model/`` (the pretrained weights), ``tokenizer/tokenizer/``
-and ``mine/train.jsonl.gz`` + ``mine/val.jsonl.gz`` (records ``{"id",
-"prompt", "solution", "source"}``). Each exercise is one sequence,
+Reads the model named by ``finetune.model`` (the pretrained weights), the
+tokenizer named by ``finetune.tokenizer``, and the weighted mixture of exercise
+datasets named by ``finetune.inputs`` (each a folder with ``train.jsonl.gz`` +
+``val.jsonl.gz`` of records ``{"id", "prompt", "solution", "source"}``; a
+weight is a sampling rate per exercise, `phi1.documents.copies_of`). Each exercise is one sequence,
 ``prompt + solution + <|endoftext|>``; with ``loss_on = "solution"`` only the
 solution (and the end-of-text) tokens are targets. A checkpoint is written
 every ``checkpoint_every`` steps and evaluated on the validation exercises;
@@ -11,8 +13,7 @@ the best one is exported to ``finetune/model/``, the folder `generate` reads.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from phi1.errors import InputError
 
@@ -21,12 +22,25 @@ DATA_DIR = "data"
 ENCODE_CHUNK = 10_000
 
 
-def encode_split(path: Path, tokenizer: Any, *, loss_on: str, eot_id: int, max_len: int,
+def mixture_records(sources: list[Any], split: str, seed: int) -> Iterator[Any]:
+    """The exercise records of ``split`` from a weighted mixture of exercise datasets."""
+    from phi1.documents import copies_of
+    from phi1.synth.records import read_exercises
+
+    for src in sources:
+        path = src.path / f"{split}.jsonl.gz"
+        if not path.exists():
+            continue
+        for rec in read_exercises(path):
+            for _ in range(copies_of(src.weight, seed, src.ref, rec.id)):
+                yield rec
+
+
+def encode_split(records: Iterable[Any], label: str, tokenizer: Any, *, loss_on: str, eot_id: int, max_len: int,
                  show_progress: bool) -> tuple[list[Any], int, int]:
-    """Exercises of one ``mine`` file as examples; returns (examples, records, truncated)."""
+    """Exercise records as examples; returns (examples, records, truncated)."""
     from tqdm.auto import tqdm
 
-    from phi1.synth.records import read_exercises
     from phi1.train.data import encode_with_mask
 
     examples, n_records, truncated, chunk = [], 0, 0, []
@@ -38,8 +52,8 @@ def encode_split(path: Path, tokenizer: Any, *, loss_on: str, eot_id: int, max_l
         truncated += cut
         chunk.clear()
 
-    with tqdm(desc=f"encode {path.name}", unit="ex", disable=not show_progress, mininterval=1.0) as bar:
-        for rec in read_exercises(path):
+    with tqdm(desc=f"encode {label}", unit="ex", disable=not show_progress, mininterval=1.0) as bar:
+        for rec in records:
             chunk.append((rec.prompt, rec.solution))
             n_records += 1
             if len(chunk) >= ENCODE_CHUNK:
@@ -51,12 +65,13 @@ def encode_split(path: Path, tokenizer: Any, *, loss_on: str, eot_id: int, max_l
     return examples, n_records, truncated
 
 
-def prepare_exercises(ctx: Any, mine_dir: Path, tokenizer: Any, *, loss_on: str, eot_id: int, max_len: int,
+def prepare_exercises(ctx: Any, sources: list[Any], tokenizer: Any, *, loss_on: str, eot_id: int, max_len: int,
                       env: Any) -> dict[str, Any]:
     """Rank 0 encodes each split once into ``finetune/data/<split>.npz`` (kept
     for a resumed attempt); every rank then loads them."""
     import json
 
+    from phi1.files import write_atomic
     from phi1.train.data import load_examples, save_examples
     from phi1.train.distributed import barrier, broadcast_object
 
@@ -65,26 +80,22 @@ def prepare_exercises(ctx: Any, mine_dir: Path, tokenizer: Any, *, loss_on: str,
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         for split in SPLITS:
-            src = mine_dir / f"{split}.jsonl.gz"
             npz, meta = out / f"{split}.npz", out / f"{split}.json"
             if npz.exists() and meta.exists():
                 stats[split] = json.loads(meta.read_text())
                 continue
-            if not src.exists():
-                if split == "train":
-                    raise InputError(f"no exercises to finetune on: {src} is missing")
-                stats[split] = {"records": 0, "examples": 0, "truncated": 0}
-                save_examples(npz, [])
-            else:
-                examples, n, cut = encode_split(src, tokenizer, loss_on=loss_on, eot_id=eot_id, max_len=max_len,
-                                                show_progress=True)
-                save_examples(npz, examples)
-                stats[split] = {"records": n, "examples": len(examples), "truncated": cut}
-            meta.write_text(json.dumps(stats[split]) + "\n")
+            records = mixture_records(sources, split, ctx.config.run.seed)
+            label = f"{split} ({' + '.join(s.ref for s in sources)})"
+            examples, n, cut = encode_split(records, label, tokenizer, loss_on=loss_on, eot_id=eot_id,
+                                            max_len=max_len, show_progress=True)
+            save_examples(npz, examples)
+            stats[split] = {"records": n, "examples": len(examples), "truncated": cut}
+            write_atomic(meta, json.dumps(stats[split]) + "\n")
     stats = broadcast_object(stats, env)
     barrier(env)
     if stats["train"]["examples"] == 0:
-        raise InputError(f"{mine_dir / 'train.jsonl.gz'}: no usable exercises "
+        where = ", ".join(str(s.path / "train.jsonl.gz") for s in sources)
+        raise InputError(f"finetune.inputs: no usable training exercises in {where} "
                          f"({stats['train']['records']} records)")
     return {split: load_examples(out / f"{split}.npz") for split in SPLITS} | {"stats": stats}
 
@@ -95,7 +106,7 @@ def run(ctx: Any) -> Any:
 
     from phi1.model.presets import human_count
     from phi1.model.tokenizer import tokenizer_info
-    from phi1.pipeline import StageResult
+    from phi1.stage import StageResult
     from phi1.train.data import ExampleList, Subset, eval_indices
     from phi1.train.distributed import barrier, distributed_env
     from phi1.train.export import export_checkpoint
@@ -105,12 +116,13 @@ def run(ctx: Any) -> Any:
 
     cfg, config = ctx.section, ctx.config
     tok_dir = tokenizer_folder(ctx)
-    model_dir = ctx.input_dir("pretrain") / MODEL_DIR
+    start = ctx.input("model")
+    model_dir = start.path
     if not (model_dir / "config.json").is_file():
-        raise InputError(f"no pretrained model in {model_dir}: re-run pretrain")
-    mine_dir = ctx.input_dir("mine")
+        raise InputError(f"finetune.model: no model (config.json) in {model_dir}: re-run {start.stage or 'it'}")
+    sources = ctx.mixture("inputs")
     tok = tokenizer_info(tok_dir)
-    pre_metrics = ctx.input_manifest("pretrain").get("metrics", {})
+    pre_metrics = start.manifest.get("metrics", {})
 
     with distributed_env(cfg.device) as env:
         model = PhiForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
@@ -118,7 +130,7 @@ def run(ctx: Any) -> Any:
         context = model.config.max_position_embeddings
         info = announce(ctx, model.config, context)
         backend = load_backend_tokenizer(tok_dir)
-        data = prepare_exercises(ctx, mine_dir, backend, loss_on=cfg.loss_on, eot_id=tok["eot_id"],
+        data = prepare_exercises(ctx, sources, backend, loss_on=cfg.loss_on, eot_id=tok["eot_id"],
                                  max_len=context, env=env)
         train_set = ExampleList(data["train"])
         val_all = ExampleList(data["val"])
@@ -129,7 +141,7 @@ def run(ctx: Any) -> Any:
                 f"{cfg.max_steps * cfg.batch_size / len(train_set):.2f} epochs")
         if val is None:
             ctx.log(f"warning: no usable validation exercises ({stats['val']['records']} records in "
-                    f"{mine_dir / 'val.jsonl.gz'}): the last checkpoint is exported")
+                    f"the val.jsonl.gz of {', '.join(x.ref for x in sources)}): the last checkpoint is exported")
         inputs = TrainInputs(train_set, pad_id=tok["eot_id"], val=val,
                              humaneval=humaneval_set(cfg, backend, context))
         outcome = train(model, cfg, env, inputs, work_dir=ctx.work_dir, seed=config.run.seed,

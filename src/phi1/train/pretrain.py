@@ -19,7 +19,7 @@ def run(ctx: Any) -> Any:
 
     from phi1.model.presets import build_model, human_count, phi_config, resolve_shape
     from phi1.model.tokenizer import tokenizer_info
-    from phi1.pipeline import StageResult
+    from phi1.stage import StageResult
     from phi1.train.data import Subset, TokenRows, eval_indices
     from phi1.train.distributed import barrier, distributed_env
     from phi1.train.export import export_checkpoint
@@ -30,7 +30,7 @@ def run(ctx: Any) -> Any:
 
     cfg, config = ctx.section, ctx.config
     tok_dir = tokenizer_folder(ctx)
-    data_dir = ctx.input_dir("tokenize")
+    data_dir = ctx.input("data").path
     train_rows = PackedDataset(data_dir, "train")
     if len(train_rows) == 0:
         raise InputError(f"{data_dir}: the train split has no sequences (corpus smaller than one "

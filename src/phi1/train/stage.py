@@ -11,14 +11,14 @@ from phi1.model.presets import describe, human_count
 from phi1.train.humaneval_loss import METRIC as HUMANEVAL
 from phi1.train.humaneval_loss import humaneval_examples
 
-TOKENIZER_SUBDIR = "tokenizer"
 MODEL_DIR = "model"
 
 
 def tokenizer_folder(ctx: Any) -> Path:
-    folder = ctx.input_dir("tokenizer") / TOKENIZER_SUBDIR
+    """The tokenizer folder named by the stage's ``tokenizer`` input."""
+    folder = ctx.input("tokenizer").path
     if not (folder / "tokenizer.json").is_file():
-        raise InputError(f"no tokenizer.json in {folder}: re-run the tokenizer stage")
+        raise InputError(f"{ctx.section_name}.tokenizer: no tokenizer.json in {folder}: re-run the tokenizer stage")
     return folder
 
 

@@ -5,14 +5,14 @@ Every document is encoded with the run's tokenizer and followed by
 boundaries; each split's last partial row is dropped) and written as flat
 ``uint16``/``uint32`` shards that `phi1.train.packing.PackedDataset` memory-maps.
 
-Validation split: a seeded hash of (input, document id) sends a
-``validation_fraction`` of the documents to ``val/``, so no document is in both.
+Validation split: `phi1.documents.is_validation` on the document id with
+``run.validation_fraction`` sends those documents to ``val/`` — the rule every
+splitting stage uses, so no validation document is in any training split.
 
-Mixture: ``inputs = {"filter": 1.0, "textbooks": 2.0}`` maps earlier stages
-(whose ``docs/`` folders hold documents) to sampling rates, applied per
-document and seeded. A weight ``w`` gives each document ``floor(w)`` copies
-plus one more with probability ``w - floor(w)``: 2.0 = every document twice,
-1.5 = every document once and half of them again, 0.5 = half the documents.
+Mixture: ``inputs = {filter = 1.0, "synth.textbooks" = 2.0}`` maps document
+datasets to sampling rates, applied per document and seeded
+(`phi1.documents.copies_of`): 2.0 = every document twice, 1.5 = every
+document once and half of them again, 0.5 = half the documents.
 Copy ``k`` of every document is written in pass ``k`` (pass 0 is all inputs
 once, pass 1 the second copies, ...), so repeats never sit next to each other.
 Validation documents are taken once if their first copy is drawn.
@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import collections
 import functools
-import hashlib
 import math
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -39,31 +37,15 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from phi1.documents import DOCS_DIR, read_documents
-from phi1.errors import InputError, Phi1Error
+from phi1.documents import copies_of, is_validation, read_documents
+from phi1.errors import InputError
 from phi1.train.packing import META, SPLITS, SequencePacker, dtype_for_vocab
+from phi1.workers import ordered_map
 
 TOKENIZER_DIR = "tokenizer"  # inside the tokenizer stage's folder
 
 
 # --------------------------------------------------------------------------- sampling
-
-
-def unit_hash(*parts: Any) -> float:
-    """A deterministic number in [0, 1) from ``parts`` (stable across runs and machines)."""
-    h = hashlib.blake2b(":".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2**64
-
-
-def copies_of(weight: float, seed: int, source: str, doc_id: str) -> int:
-    """How many times a document of ``source`` goes into the training mixture."""
-    whole = math.floor(weight)
-    frac = weight - whole
-    return whole + (1 if frac > 0 and unit_hash(seed, "mix", source, doc_id) < frac else 0)
-
-
-def is_validation(fraction: float, seed: int, source: str, doc_id: str) -> bool:
-    return fraction > 0 and unit_hash(seed, "val", source, doc_id) < fraction
 
 
 @dataclass
@@ -92,7 +74,7 @@ def document_stream(
                 n = copies_of(inp.weight, seed, inp.name, doc.id)
                 if n <= k:
                     continue
-                if is_validation(validation_fraction, seed, inp.name, doc.id):
+                if is_validation(doc.id, validation_fraction, seed):
                     if k == 0:
                         inp.stats["val"] += 1
                         yield "val", doc.text
@@ -152,20 +134,12 @@ def encode_ordered(
     chunks: Iterable[list[tuple[str, str]]], tokenizer_json: str, eot_id: int, workers: int
 ) -> Iterator[dict[str, tuple[np.ndarray, int]]]:
     """Encoded chunks in input order, ``workers`` processes, bounded read-ahead."""
-    if workers <= 1:
-        for chunk in chunks:
-            yield encode_chunk(tokenizer_json, eot_id, chunk)
-        return
-    # spawn, not fork: a forked copy of a process that already used the Rust
-    # tokenizer's threads can deadlock.
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker) as pool:
-        pending: collections.deque = collections.deque()
-        for chunk in chunks:
-            pending.append(pool.apply_async(encode_chunk, (tokenizer_json, eot_id, chunk)))
-            if len(pending) >= 2 * workers:  # read ahead only so far: memory stays flat
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    yield from ordered_map(_encode_item, chunks, workers, tokenizer_json, eot_id, initializer=_init_worker)
+
+
+def _encode_item(chunk: list[tuple[str, str]], tokenizer_json: str, eot_id: int
+                 ) -> dict[str, tuple[np.ndarray, int]]:
+    return encode_chunk(tokenizer_json, eot_id, chunk)
 
 
 # --------------------------------------------------------------------------- writing
@@ -258,36 +232,17 @@ def tokenize_documents(
 # --------------------------------------------------------------------------- stage
 
 
-def resolve_inputs(ctx: Any, weights: dict[str, float]) -> list[MixtureInput]:
-    """Check ``tokenize.inputs`` against the stage list and the run folder."""
-    from phi1.pipeline import STAGE_NAMES, read_manifest
-
-    earlier = STAGE_NAMES[: STAGE_NAMES.index(ctx.name)]
-    out = []
-    for name, weight in weights.items():
-        if name not in STAGE_NAMES:
-            raise Phi1Error(f"tokenize.inputs: unknown stage {name!r}; inputs are earlier stages with "
-                            f"documents, e.g. 'filter'")
-        if name not in earlier:
-            raise Phi1Error(f"tokenize.inputs: {name!r} runs after tokenize; it cannot be an input")
-        folder = ctx.input_dir(name)  # names the missing stage and how to run it
-        docs = folder / DOCS_DIR
-        if not docs.is_dir():
-            raise InputError(f"tokenize.inputs: stage {name!r} has no documents folder {docs}")
-        if weight > 0:
-            out.append(MixtureInput(name, float(weight), docs, read_manifest(folder).get("run_id", "")))
-    if not out:
-        raise Phi1Error("tokenize.inputs: every weight is 0; nothing to tokenize")
-    return out
-
-
 def run(ctx: Any) -> Any:
+    from phi1.files import write_json_atomic
     from phi1.model.tokenizer import tokenizer_info
-    from phi1.pipeline import StageResult, write_json_atomic
+    from phi1.stage import StageResult
 
     cfg = ctx.section
-    inputs = resolve_inputs(ctx, cfg.inputs)
-    tok_dir = ctx.input_dir("tokenizer") / TOKENIZER_DIR
+    inputs = [MixtureInput(d.ref, d.weight, d.path, d.run_id) for d in ctx.mixture("inputs")]
+    tok_dir = ctx.input("tokenizer").path
+    if not (tok_dir / "tokenizer.json").is_file():
+        raise InputError(f"tokenize.tokenizer: no tokenizer.json in {tok_dir}")
+    validation_fraction = ctx.config.run.validation_fraction
     info = tokenizer_info(tok_dir)
     dtype = dtype_for_vocab(info["vocab_size"])
     seed = ctx.config.run.seed
@@ -297,20 +252,20 @@ def run(ctx: Any) -> Any:
             f"{cfg.workers} worker(s)")
     s = tokenize_documents(
         inputs, ctx.work_dir, str(tok_dir / "tokenizer.json"), info["eot_id"], dtype, cfg.seq_len,
-        validation_fraction=cfg.validation_fraction, seed=seed, workers=cfg.workers,
+        validation_fraction=validation_fraction, seed=seed, workers=cfg.workers,
         shard_tokens=cfg.shard_tokens, chunk_chars=cfg.chunk_chars, progress=ctx.is_main,
     )
     train, val = s.splits["train"], s.splits["val"]
     if train["sequences"] == 0:
         raise InputError(f"tokenize: not one full {cfg.seq_len}-token training row from "
                          f"{', '.join(str(i.docs) for i in inputs)} ({s.tokens_encoded} tokens)")
-    if cfg.validation_fraction > 0 and val["sequences"] == 0:
+    if validation_fraction > 0 and val["sequences"] == 0:
         ctx.log(f"warning: the validation split has no full row ({val['documents']} docs, "
-                f"{val['dropped_tokens']} tokens); raise tokenize.validation_fraction")
+                f"{val['dropped_tokens']} tokens); raise run.validation_fraction")
     mixture = {i.name: {"weight": i.weight, "run_id": i.run_id, **dict(i.stats)} for i in inputs}
     meta = {"seq_len": cfg.seq_len, "dtype": dtype, "vocab_size": info["vocab_size"], "eot_id": info["eot_id"],
             "train": train, "val": val, "mixture": mixture, "seed": seed,
-            "validation_fraction": cfg.validation_fraction}
+            "validation_fraction": validation_fraction}
     write_json_atomic(ctx.work_dir / META, meta)
     tps = s.tokens_encoded / max(s.seconds, 1e-9)
     dropped = train["dropped_tokens"] + val["dropped_tokens"]
