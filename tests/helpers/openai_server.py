@@ -27,12 +27,24 @@ Fault injection (a request gets at most one fault; checked in this order):
 * ``max_in_flight=n`` — a request arriving while n are being served gets 429
   (a server-side concurrency limit, like a real provider's).
 
-Fault kinds (``Fault.kind``): ``"429"`` (with ``Retry-After``), ``"500"``,
-``"503"``, ``"400"``, ``"401"``, ``"slow"`` (wait ``delay`` seconds, then hang
-up without a reply: a reply never arrives), ``"slow_ok"`` (wait ``delay``,
-then answer normally), ``"malformed"`` (HTTP 200 whose body is not valid
-JSON), ``"drop"`` (headers and half the body, then the connection is closed),
-``"hangup"`` (the connection is closed before any byte of a reply).
+Fault kinds (``Fault.kind``): ``"429"`` (with ``Retry-After``: any value,
+``"inf"`` and ``"3600"`` included), ``"500"``, ``"503"``, ``"400"``, ``"401"``,
+``"error"`` (any status with any message, e.g. one quoting the key at a given
+offset), ``"slow"`` (wait ``delay`` seconds, then hang up without a reply: a
+reply never arrives), ``"slow_ok"`` (wait ``delay``, then answer normally),
+``"trickle"`` (a complete, valid reply sent one byte every ``delay`` seconds:
+each socket read succeeds, the whole reply takes minutes), ``"malformed"``
+(HTTP 200 whose body is not valid JSON), ``"undecodable"`` (a valid JSON body
+sent with ``Content-Encoding: gzip``: it cannot be decoded), ``"shape"`` (the
+valid reply passed through ``transform``: wrong-typed usage, missing fields,
+any JSON at all), ``"no_usage"`` (a valid reply without ``usage``), ``"cut"``
+(the reply cut in half with ``finish_reason: "length"``), ``"drop"`` (headers
+and half the body, then the connection is closed), ``"hangup"`` (the
+connection is closed before any byte of a reply). A rule's fault may also be
+a function of the request (``rules=[(pred, lambda req: Fault.error(...))]``).
+
+Replies longer than the request's ``max_tokens`` are cut to it and end with
+``finish_reason: "length"``, as a real server does.
 
 Run it by hand (e.g. to point ``phi1 run`` at it)::
 
@@ -57,27 +69,37 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import urlsplit
 
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
-FAULT_KINDS = ("429", "500", "503", "400", "401", "slow", "slow_ok", "malformed", "drop", "hangup")
+FAULT_KINDS = ("429", "500", "503", "400", "401", "error", "slow", "slow_ok", "trickle", "malformed",
+               "undecodable", "shape", "no_usage", "cut", "drop", "hangup")
 # Faults a well-behaved client must retry (what `fault_rate` draws from by default).
 RETRYABLE_KINDS = ("429", "500", "503", "slow", "malformed", "drop", "hangup")
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One injected failure. ``retry_after`` (seconds) is sent with 429/503;
-    ``delay`` is how long ``slow``/``slow_ok`` wait."""
+    """One injected failure. ``retry_after`` is sent with 429/503 as given
+    (seconds, or any string: ``"inf"``, an HTTP date); ``headers`` are extra
+    response headers; ``delay`` is how long ``slow``/``slow_ok`` wait (and the
+    pause between bytes of ``trickle``); ``status``/``message`` make an
+    ``error``; ``transform(payload) -> JSON value`` makes a ``shape``."""
 
     kind: str
-    retry_after: float | None = None
+    retry_after: float | str | None = None
     delay: float = 2.0
+    status: int = 0
+    message: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    transform: Callable[[dict[str, Any]], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; kinds: {', '.join(FAULT_KINDS)}")
 
     @classmethod
-    def too_many(cls, retry_after: float | None = 0.05) -> "Fault":
-        return cls("429", retry_after=retry_after)
+    def too_many(cls, retry_after: float | str | None = 0.05, **headers: str) -> "Fault":
+        """429; ``retry_after_ms="..."`` etc. add headers (underscores become dashes)."""
+        return cls("429", retry_after=retry_after,
+                   headers=tuple((k.replace("_", "-"), v) for k, v in headers.items()))
 
     @classmethod
     def server_error(cls, status: int = 500) -> "Fault":
@@ -88,12 +110,43 @@ class Fault:
         return cls("400")
 
     @classmethod
+    def error(cls, status: int, message: str) -> "Fault":
+        """An OpenAI-style error body with this message (e.g. one quoting the key)."""
+        return cls("error", status=status, message=message)
+
+    @classmethod
     def slow(cls, delay: float = 2.0) -> "Fault":
         return cls("slow", delay=delay)
 
     @classmethod
+    def trickle(cls, delay: float = 0.05) -> "Fault":
+        return cls("trickle", delay=delay)
+
+    @classmethod
     def malformed(cls) -> "Fault":
         return cls("malformed")
+
+    @classmethod
+    def undecodable(cls) -> "Fault":
+        return cls("undecodable")
+
+    @classmethod
+    def shape(cls, transform: Callable[[dict[str, Any]], Any]) -> "Fault":
+        return cls("shape", transform=transform)
+
+    @classmethod
+    def wrong_usage(cls, usage: Any = None) -> "Fault":
+        """A valid reply whose ``usage`` is ``usage`` (default ``{"prompt_tokens": [12], ...}``)."""
+        bad = usage if usage is not None else {"prompt_tokens": [12], "completion_tokens": 3, "total_tokens": 15}
+        return cls.shape(lambda payload: {**payload, "usage": bad})
+
+    @classmethod
+    def no_usage(cls) -> "Fault":
+        return cls("no_usage")
+
+    @classmethod
+    def cut(cls) -> "Fault":
+        return cls("cut")
 
     @classmethod
     def drop(cls) -> "Fault":
@@ -119,6 +172,8 @@ class ServerRequest:
     status: int = 0  # HTTP status sent (0: none)
     prompt_tokens: int = 0  # billed when answered
     completion_tokens: int = 0
+    body_bytes: int = 0  # length of the reply body the server meant to send
+    sent_bytes: int = 0  # how much of it went out before the client hung up (trickle)
 
     @property
     def prompt_text(self) -> str:
@@ -137,6 +192,7 @@ class ServerRequest:
 
 
 Responder = Callable[[ServerRequest], "str | list[str] | dict[str, Any]"]
+FaultRule = "Fault | Callable[[ServerRequest], Fault | None]"
 
 
 def _content_text(content: Any) -> str:
@@ -183,7 +239,7 @@ class OpenAIServer:
         self,
         responder: Responder | None = None,
         *,
-        rules: Iterable[tuple[Callable[[ServerRequest], bool], Fault]] = (),
+        rules: Iterable[tuple[Callable[[ServerRequest], bool], Any]] = (),
         per_request_faults: Iterable[Fault] = (),
         fault_rate: float = 0.0,
         fault_kinds: Iterable[str] = RETRYABLE_KINDS,
@@ -324,7 +380,9 @@ class OpenAIServer:
     def _choose_fault(self, req: ServerRequest) -> Fault | None:
         for predicate, fault in self.rules:
             if predicate(req):
-                return fault
+                made = fault if isinstance(fault, Fault) else fault(req)
+                if made is not None:
+                    return made
         with self._lock:
             if self._queue:
                 return self._queue.pop(0)
@@ -335,12 +393,22 @@ class OpenAIServer:
                 return Fault(kind, retry_after=self.retry_after, delay=self.slow_delay)
         return None
 
-    def _answer(self, req: ServerRequest) -> dict[str, Any]:
+    def _answer(self, req: ServerRequest, cut: bool = False) -> dict[str, Any]:
         reply = self.responder(req)
         if isinstance(reply, dict):
             return reply
         n = int(req.body.get("n") or 1)
         texts = list(reply) if isinstance(reply, list) else [reply] * n
+        limit = req.body.get("max_tokens") or req.body.get("max_completion_tokens")
+        finishes = []
+        for i, t in enumerate(texts):
+            if cut:  # a reply cut mid-way, whatever the limit
+                texts[i], reason = t[: max(1, len(t) // 2)], "length"
+            elif limit and count_tokens(t) > int(limit):  # the server stops at max_tokens
+                texts[i], reason = t[: 4 * int(limit)], "length"
+            else:
+                reason = "length" if limit and count_tokens(t) == int(limit) else "stop"
+            finishes.append(reason)
         prompt_tokens = count_tokens(req.prompt_text)
         completion_tokens = sum(count_tokens(t) for t in texts)
         req.prompt_tokens, req.completion_tokens = prompt_tokens, completion_tokens
@@ -349,18 +417,13 @@ class OpenAIServer:
         created = int(time.time())
         if req.endpoint == "chat":
             choices = [{"index": i, "message": {"role": "assistant", "content": t},
-                        "finish_reason": _finish(req, t)} for i, t in enumerate(texts)]
+                        "finish_reason": f} for i, (t, f) in enumerate(zip(texts, finishes))]
             return {"id": f"chatcmpl-{req.seq}", "object": "chat.completion", "created": created,
                     "model": req.body.get("model", self.model), "choices": choices, "usage": usage}
-        choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": _finish(req, t)}
-                   for i, t in enumerate(texts)]
+        choices = [{"index": i, "text": t, "logprobs": None, "finish_reason": f}
+                   for i, (t, f) in enumerate(zip(texts, finishes))]
         return {"id": f"cmpl-{req.seq}", "object": "text_completion", "created": created,
                 "model": req.body.get("model", self.model), "choices": choices, "usage": usage}
-
-
-def _finish(req: ServerRequest, text: str) -> str:
-    limit = req.body.get("max_tokens") or req.body.get("max_completion_tokens")
-    return "length" if limit and count_tokens(text) >= int(limit) else "stop"
 
 
 def _bad_key_message(auth: str) -> str:
@@ -409,6 +472,23 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.wfile.write(data)
         self.wfile.flush()
+
+    def _send_trickle(self, req: ServerRequest, data: bytes, delay: float) -> None:
+        """Headers at once, then the body one byte every ``delay`` seconds."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.flush()
+        req.body_bytes = len(data)
+        stop = self.owner._stop
+        for i in range(len(data)):
+            if stop.wait(delay):
+                self._hang_up()
+                return
+            self.wfile.write(data[i:i + 1])
+            self.wfile.flush()
+            req.sent_bytes = i + 1
 
     def _hang_up(self) -> None:
         self.close_connection = True
@@ -483,10 +563,10 @@ class _Handler(BaseHTTPRequestHandler):
         kind = fault.kind
         if kind in ("429", "503"):
             req.status = int(kind)
-            headers = {}
+            headers = dict(fault.headers)
             ra = fault.retry_after if fault.retry_after is not None else owner.retry_after
             if ra is not None:
-                headers["Retry-After"] = f"{ra:g}"
+                headers["Retry-After"] = ra if isinstance(ra, str) else f"{ra:g}"
             msg = "Rate limit reached for requests" if kind == "429" else "The server is overloaded"
             self._send_json(req.status, _error_body(msg, "requests" if kind == "429" else "server_error",
                                                     "rate_limit_exceeded" if kind == "429" else None), headers)
@@ -496,9 +576,32 @@ class _Handler(BaseHTTPRequestHandler):
                    "400": "This request is invalid (injected 400)",
                    "401": _bad_key_message(req.headers.get("authorization", ""))}[kind]
             self._send_json(req.status, _error_body(msg, "server_error" if kind == "500" else "invalid_request_error"))
+        elif kind == "error":
+            req.status = fault.status
+            self._send_json(fault.status, _error_body(fault.message, "invalid_request_error"))
         elif kind == "slow":
             owner._stop.wait(fault.delay)
             self._hang_up()
+        elif kind == "trickle":
+            req.status = 200
+            self._send_trickle(req, json.dumps(owner._answer(req)).encode(), fault.delay)
+        elif kind == "undecodable":
+            req.status = 200
+            self._send_raw(200, json.dumps(owner._answer(req)).encode(), {"Content-Encoding": "gzip"})
+        elif kind == "shape":
+            req.status = 200
+            assert fault.transform is not None
+            shaped = fault.transform(owner._answer(req))
+            self._send_raw(200, shaped if isinstance(shaped, bytes) else json.dumps(shaped).encode())
+        elif kind == "no_usage":
+            req.status = 200
+            payload = owner._answer(req)
+            payload.pop("usage", None)
+            req.prompt_tokens = req.completion_tokens = 0
+            self._send_json(200, payload)
+        elif kind == "cut":
+            req.status = 200
+            self._send_json(200, owner._answer(req, cut=True))
         elif kind == "malformed":
             req.status = 200
             self._send_raw(200, b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "message": ')

@@ -111,7 +111,7 @@ def test_request_keys_bodies_and_estimates():
     texts, finish, usage = parse_response(CHAT_PATH, {"choices": [
         {"index": 1, "message": {"content": "b"}, "finish_reason": "length"},
         {"index": 0, "message": {"content": "a"}, "finish_reason": "stop"}]})
-    assert texts == ["a", "b"] and finish == "stop" and usage == {"prompt_tokens": 0, "completion_tokens": 0}
+    assert texts == ["a", "b"] and finish == "stop" and usage is None  # no usage: the client estimates
 
 
 def test_cache_and_batch_files(tmp_path):
@@ -156,3 +156,36 @@ def test_the_test_server_produces_the_faults_it_claims():
         assert [q.attempt for q in srv.requests][:6] == [1, 2, 3, 4, 5, 6]
         assert http.post(srv.base_url + "/nothing", json=body).status_code == 404
         assert http.get(srv.base_url + "/models").json()["data"][0]["id"] == "test-model"
+
+
+def test_the_test_server_produces_the_hostile_replies_it_claims():
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    long = {"model": "m", "messages": [{"role": "user", "content": "long"}], "max_tokens": 5}
+    faults = [Fault.trickle(0.004), Fault.undecodable(), Fault.no_usage(), Fault.cut(), Fault.wrong_usage(),
+              Fault.error(418, "teapot quoting sk-123"), Fault.too_many("inf"), Fault.shape(lambda p: b"[1, 2")]
+    with OpenAIServer(responder=lambda r: "a fairly long reply text" if r.last_user_message == "long" else "ok"
+                      ) as srv, httpx.Client() as http:
+        srv.inject(*faults)
+        url = srv.base_url + "/chat/completions"
+        t0 = __import__("time").monotonic()
+        r = http.post(url, json=body, timeout=0.1)  # every byte within the read timeout...
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "ok"
+        assert __import__("time").monotonic() - t0 > 0.3  # ... the whole reply well beyond it
+        assert srv.requests[0].sent_bytes == srv.requests[0].body_bytes > 75
+        with pytest.raises(httpx.DecodingError):
+            http.post(url, json=body)
+        assert "usage" not in http.post(url, json=body).json()
+        r = http.post(url, json=long).json()
+        assert r["choices"][0]["finish_reason"] == "length" and r["choices"][0]["message"]["content"] == "a fairly lon"
+        assert http.post(url, json=body).json()["usage"]["prompt_tokens"] == [12]
+        r = http.post(url, json=body)
+        assert r.status_code == 418 and r.json()["error"]["message"] == "teapot quoting sk-123"
+        r = http.post(url, json=body)
+        assert r.status_code == 429 and r.headers["retry-after"] == "inf"
+        assert http.post(url, json=body).text == "[1, 2"
+        srv.clear_faults()
+        r = http.post(url, json=long).json()  # longer than max_tokens: cut there, as a real server does
+        assert r["choices"][0]["finish_reason"] == "length" and len(r["choices"][0]["message"]["content"]) == 20
+        assert http.post(url, json=body).json()["choices"][0]["finish_reason"] == "stop"
+        assert [q.outcome for q in srv.requests] == ["trickle", "undecodable", "no_usage", "cut", "shape", "error",
+                                                      "429", "shape", "ok", "ok"]

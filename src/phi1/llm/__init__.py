@@ -4,10 +4,16 @@ Public API (imported lazily, so ``phi1.llm.config`` stays cheap for the config l
 
     LLMConfig                      the [<stage>.llm] config section
     ChatRequest, CompletionRequest, LLMResult
-    LLMClient(cfg, cache_path)     .chat_many / .complete_many (async), .usage, .close()
+    LLMClient(cfg, cache_path, desc=, log=)   .chat_many / .complete_many (async; reask_cut=),
+                                   .usage, .close()
     run_chat, run_completions      blocking wrappers -> (results, usage)
     resolve_cache_path(cfg, run_dir)
+    describe_usage(usage)          the one summary line: requests, tokens, cost (and how sure)
+    final_number(reply, labels, scale)   a well-delimited final score/grade, or why there is none
+    Redactor                       redact-then-cut for any text that may quote the key
     ResponseCache, export_batch, import_batch_output, BatchExported
+
+docs/llm-client.md says what the client guarantees and how each guarantee is tested.
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ _LAZY = {
     "read_batch_output": "phi1.llm.batch",
     "BatchExported": "phi1.llm.batch",
     "RateLimiter": "phi1.llm.limits",
+    "describe_usage": "phi1.llm.usage",
+    "UsageMeter": "phi1.llm.usage",
+    "final_number": "phi1.llm.answers",
+    "FinalNumber": "phi1.llm.answers",
+    "Redactor": "phi1.llm.redact",
     "EndpointPool": "phi1.llm.endpoints",
 }
 

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator
 
 from phi1.errors import InputError, SkipStage
 from phi1.llm.cache import ResponseCache
+from phi1.llm.schema import CHAT_PATH, COMPLETIONS_PATH, MalformedResponse, parse_response
 
 # OpenAI's limit per batch file; larger exports are split into parts.
 MAX_REQUESTS_PER_FILE = 50_000
@@ -111,8 +112,10 @@ def read_batch_output(path: str | Path) -> Iterator[BatchOutputLine]:
                 error = (error.get("message") if isinstance(error, dict) else None) or json.dumps(error)
             if "body" not in response and "choices" in response:  # the reply itself, without the envelope
                 response = {"status_code": 200, "body": response}
-            yield BatchOutputLine(rec["custom_id"], int(response.get("status_code") or 0),
-                                  response.get("body"), error)
+            status = response.get("status_code") or 0
+            if isinstance(status, bool) or not isinstance(status, (int, str)) or not str(status).isdigit():
+                raise InputError(f"{where}: response.status_code is not an HTTP status (a JSON {type(status).__name__})")
+            yield BatchOutputLine(rec["custom_id"], int(status), response.get("body"), error)
 
 
 @dataclass
@@ -122,42 +125,44 @@ class ImportReport:
     already: int = 0  # replies the cache held already (a re-import costs nothing)
     failed: dict[str, str] = field(default_factory=dict)  # custom_id -> why (not imported)
     foreign: int = 0  # custom_ids that are not phi1 cache keys (skipped)
-    usage: list[dict[str, int]] = field(default_factory=list)
+    usage: dict[str, dict[str, int] | None] = field(default_factory=dict)  # newly imported: key -> usage or None
 
 
 def import_batch_output(cache: ResponseCache, path: str | Path) -> ImportReport:
     """Put every successful reply of a Batch API output file into the cache.
 
     Idempotent: importing a file twice changes nothing, and only newly
-    imported replies are counted (and priced). Failed lines are reported
-    (their requests will be sent live, or exported again).
+    imported replies are counted (and priced). Failed lines, and replies that
+    are not a well-formed completion (the same check as a live reply), are
+    reported and left out: their requests will be sent live, or exported again.
     """
     report = ImportReport(Path(path))
     lines = list(read_batch_output(path))
     present = set(cache.get_many(line.custom_id for line in lines if _KEY.match(line.custom_id)))
     rows = []
-    seen: set[str] = set()
     for line in lines:
         if not _KEY.match(line.custom_id):
             report.foreign += 1
             continue
         body = line.body
-        ok = (line.status_code == 200 and line.error is None and isinstance(body, dict)
-              and isinstance(body.get("choices"), list) and body["choices"])
-        if not ok:
+        if line.status_code != 200 or line.error is not None or not isinstance(body, dict):
             why = line.error or f"status {line.status_code}"
             if isinstance(body, dict) and isinstance(body.get("error"), dict):
                 why = f"{why}: {body['error'].get('message', '')}".strip()
             report.failed[line.custom_id] = why
             continue
-        if line.custom_id in present or line.custom_id in seen:
+        choices = body.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        url = CHAT_PATH if isinstance(first, dict) and "message" in first else COMPLETIONS_PATH
+        try:
+            _, _, usage = parse_response(url, body)
+        except MalformedResponse as e:
+            report.failed[line.custom_id] = f"malformed reply ({e})"
+            continue
+        if line.custom_id in present or line.custom_id in report.usage:
             report.already += 1
             continue
-        seen.add(line.custom_id)
-        url = "/v1/chat/completions" if "message" in (body["choices"][0] or {}) else "/v1/completions"
         rows.append((line.custom_id, url, {}, body, "batch"))
-        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-        report.usage.append({"prompt_tokens": int(usage.get("prompt_tokens") or 0),
-                             "completion_tokens": int(usage.get("completion_tokens") or 0)})
+        report.usage[line.custom_id] = usage
     report.imported = cache.put_many(rows)
     return report

@@ -4,31 +4,50 @@
 
     results, usage = run_chat(cfg, cache_path, [ChatRequest([{"role": "user", "content": "hi"}])])
 
-    async with LLMClient(cfg, cache_path) as client:       # or client.close()
-        results = await client.chat_many(requests)          # one LLMResult per request, same order
+    async with LLMClient(cfg, cache_path, log=ctx.log) as client:   # or client.close()
+        results = await client.chat_many(requests, reask_cut=True)   # one LLMResult per request, same order
         more = await client.complete_many(completion_requests)
         manifest["llm"] = client.usage
 
 How one request goes: the cache is asked first (a hit costs nothing); if
 ``cfg.batch_export`` is set, missing requests go to a Batch API file instead
 (`BatchExported` stops the stage); otherwise a worker (``cfg.concurrency`` of
-them) waits for the RPM and TPM buckets, picks an endpoint, and sends. 429,
-408, 409, 5xx, timeouts, dropped connections and malformed JSON are retried
-up to ``cfg.max_retries`` times with full-jitter exponential backoff (Retry-After
-wins); any other 4xx becomes the result's ``error`` at once. A reply is
-committed to the cache the moment it arrives, so a killed run loses nothing
-and its re-run sends only what never came back. Identical requests in one
-call are sent once.
+them) waits for the RPM and TPM buckets, picks an endpoint, and sends.
+
+What the client guarantees (docs/llm-client.md says how each is tested):
+
+* every attempt has a total deadline (``timeout_s``: connect, send, and the
+  whole reply), so a server that trickles its reply cannot hold a request;
+* 429, 408, 409, 5xx, timeouts, dropped connections and *any* malformed 200
+  (not JSON, undecodable, not the OpenAI shape, usage of the wrong type) are
+  retried up to ``max_retries`` times with full-jitter backoff; a reply shape
+  nobody foresaw fails that attempt, never the run or the other requests;
+* a ``Retry-After`` waits at most ``retry_after_max_s`` (non-finite values
+  are ignored) and a hold of a second or more is said on screen;
+* every error text is redacted (the key, and any long piece of it) before it
+  is folded and cut, and only then reaches a result, a file, the screen, a
+  log or an exception;
+* a reply cut at the token limit is re-asked with more tokens when the caller
+  asks for it (``reask_cut``), and otherwise reported as ``truncated``;
+* a reply without usage gets estimated tokens, and the cost says so.
+
+Any other 4xx becomes the result's ``error`` at once. A reply is committed to
+the cache the moment it arrives, so a killed run loses nothing and its re-run
+sends only what never came back. Identical requests in one call are sent once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
@@ -38,7 +57,8 @@ from phi1.llm.cache import ResponseCache
 from phi1.llm.config import LLMConfig
 from phi1.llm.endpoints import Endpoint, EndpointPool
 from phi1.llm.limits import RateLimiter
-from phi1.llm.retry import backoff_delay, is_retryable_status, parse_retry_after
+from phi1.llm.redact import Redactor, redacting_logs
+from phi1.llm.retry import backoff_delay, is_retryable_status, parse_retry_after, retry_after_text
 from phi1.llm.schema import (
     AnyRequest,
     ChatRequest,
@@ -46,6 +66,7 @@ from phi1.llm.schema import (
     LLMResult,
     MalformedResponse,
     estimate_tokens,
+    estimate_usage,
     parse_response,
     request_body,
     request_key,
@@ -54,6 +75,7 @@ from phi1.llm.schema import (
 from phi1.llm.usage import UsageMeter
 
 CACHE_OFF = "off"
+HOLD_NOTICE_S = 1.0  # a Retry-After hold this long or longer is said on screen
 
 
 def resolve_cache_path(cfg: LLMConfig, run_dir: str | Path) -> Path | None:
@@ -73,24 +95,55 @@ class _Outcome:
     usage: dict[str, int] | None = None
     data: Any = None
     reason: str = ""  # short failure class for counts: "429", "500", "timeout", ...
-    message: str = ""  # one line for the result's error
+    message: str = ""  # one redacted line for the result's error
     retryable: bool = False
-    retry_after: float | None = None
+    retry_after: float | None = None  # the wait to honour (capped)
+    retry_after_asked: float | None = None  # what the server asked for (None: absent or unusable)
+    retry_after_header: str | None = None  # the header as sent, for the notice
+
+
+def _url_secrets(urls: Sequence[str]) -> list[str]:
+    """Passwords and query values in base URLs (``https://u:pw@h/v1?api-key=K``): secrets too."""
+    out = []
+    for u in urls:
+        parts = urlsplit(u)
+        out.append(parts.password or "")
+        out += [v for _, v in parse_qsl(parts.query)]
+    return out
+
+
+def _check_base_urls(urls: Sequence[str]) -> None:
+    for u in urls:
+        parts = urlsplit(u.strip())
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            shown = u.rsplit("@", 1)[-1]  # never echo credentials
+            raise Phi1Error(f"llm.base_urls: {shown!r} is not an http(s) URL with a host "
+                            f"(e.g. \"http://localhost:8000/v1\")")
 
 
 class LLMClient:
     """One model behind one or more OpenAI-compatible base URLs.
 
-    ``cache_path=None`` disables the cache. Not thread-safe: use it from one
-    event loop at a time (successive ``asyncio.run`` calls are fine).
+    ``cache_path=None`` disables the cache. ``log`` receives the client's
+    notices (an endpoint held by Retry-After, an unusable Retry-After); they
+    are redacted like everything else. Not thread-safe: use it from one event
+    loop at a time (successive ``asyncio.run`` calls are fine).
     """
 
     def __init__(self, cfg: LLMConfig, cache_path: str | Path | None = None, *, seed: int = 0,
-                 desc: str = "llm"):
+                 desc: str = "llm", log: Callable[[str], None] | None = None):
         if not cfg.model:
             raise Phi1Error("llm.model is empty: name the model to ask (e.g. model = \"gpt-4o\")")
+        _check_base_urls(cfg.base_urls)
         self.cfg = cfg
         self.desc = desc
+        self._log = log or _tqdm_write
+        self.redactor = Redactor([self._env_key(), *_url_secrets(cfg.base_urls)])
         self.cache = ResponseCache(cache_path) if cache_path is not None else None
         self.meter = UsageMeter(cfg.price_per_1m_input, cfg.price_per_1m_output, cfg.batch_price_factor)
         self.pool = EndpointPool(cfg.base_urls, cfg.load_balance, cfg.endpoint_max_failures,
@@ -100,6 +153,9 @@ class LLMClient:
         self._rng = random.Random(seed)  # backoff jitter only
         self._imported = False
         self.batch_failures: dict[str, str] = {}  # cache key -> why its batch reply was unusable
+        self._batch_unpriced: set[str] = set()  # imported batch replies without usage, not yet estimated
+        self._held_until: dict[str, float] = {}  # endpoint label -> end of the last hold said on screen
+        self._bad_retry_after: set[str] = set()  # endpoints whose unusable Retry-After was said on screen
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -127,15 +183,30 @@ class LLMClient:
             out["endpoints"] = self.pool.stats()
         return out
 
+    def log(self, message: str) -> None:
+        """A notice on screen: redacted, then one line."""
+        self._log(self.redactor.clean(message))
+
     # ------------------------------------------------------------------ public
 
-    async def chat_many(self, requests: Sequence[ChatRequest], progress: bool = True) -> list[LLMResult]:
-        """One result per chat request, in the same order."""
-        return await self._run_many(list(requests), progress)
+    async def chat_many(self, requests: Sequence[ChatRequest], progress: bool = True, *,
+                        reask_cut: bool = False) -> list[LLMResult]:
+        """One result per chat request, in the same order.
 
-    async def complete_many(self, requests: Sequence[CompletionRequest], progress: bool = True) -> list[LLMResult]:
-        """One result per text-completion request, in the same order."""
-        return await self._run_many(list(requests), progress)
+        ``reask_cut``: a reply cut at the token limit (``finish_reason`` =
+        "length") is asked again, up to ``cfg.cut_retries`` times, with
+        ``cfg.cut_max_tokens_factor`` times the previous ``max_tokens``; the
+        result is the last reply (``truncated`` if it is still cut,
+        ``cut_reasks`` how many re-asks it took). Without it, cut replies are
+        returned as they came (``generate`` wants them: a completion that
+        reaches ``max_new_tokens`` is a sample like any other).
+        """
+        return await self._run_many(list(requests), progress, reask_cut)
+
+    async def complete_many(self, requests: Sequence[CompletionRequest], progress: bool = True, *,
+                            reask_cut: bool = False) -> list[LLMResult]:
+        """One result per text-completion request, in the same order (``reask_cut``: as `chat_many`)."""
+        return await self._run_many(list(requests), progress, reask_cut)
 
     def keys(self, requests: Sequence[AnyRequest]) -> list[str]:
         """Cache keys (= Batch API custom_ids) of requests."""
@@ -143,7 +214,31 @@ class LLMClient:
 
     # ------------------------------------------------------------------ core
 
-    async def _run_many(self, requests: list[AnyRequest], progress: bool) -> list[LLMResult]:
+    async def _run_many(self, requests: list[AnyRequest], progress: bool, reask_cut: bool) -> list[LLMResult]:
+        results = await self._ask(requests, progress, self.desc)
+        if not reask_cut or self.cfg.cut_max_tokens_factor <= 1:
+            return results
+        for round_ in range(1, self.cfg.cut_retries + 1):
+            cut = [i for i, r in enumerate(results) if r.truncated]
+            if not cut:
+                break
+            self.log(f"{len(cut)} replies were cut at the token limit: asking again with "
+                     f"{self.cfg.cut_max_tokens_factor:g}x max_tokens (round {round_} of {self.cfg.cut_retries})")
+            for i in cut:
+                requests[i] = self._with_more_tokens(requests[i])
+            again = await self._ask([requests[i] for i in cut], progress, f"{self.desc} (cut re-ask)")
+            self.meter.cut_reasks += len(cut)
+            for i, res in zip(cut, again):
+                res.cut_reasks = results[i].cut_reasks + 1
+                res.attempts += results[i].attempts
+                results[i] = res
+        return results
+
+    def _with_more_tokens(self, req: AnyRequest) -> AnyRequest:
+        current = req.max_tokens if req.max_tokens is not None else self.cfg.max_tokens
+        return dataclasses.replace(req, max_tokens=math.ceil(current * self.cfg.cut_max_tokens_factor))
+
+    async def _ask(self, requests: list[AnyRequest], progress: bool, desc: str) -> list[LLMResult]:
         self._import_batches()
         unique: dict[str, tuple[str, dict[str, Any]]] = {}
         order: list[str] = []
@@ -157,11 +252,18 @@ class LLMClient:
         done: dict[str, LLMResult] = {}
         if self.cache is not None:
             for key, data in self.cache.get_many(unique).items():
+                path, body = unique[key]
                 try:
-                    texts, finish, usage = parse_response(unique[key][0], data)
+                    texts, finish, usage = parse_response(path, data, _choices(body))
                 except MalformedResponse:
                     continue  # unusable entry (e.g. a chat reply under a completion key): ask again
-                done[key] = LLMResult(texts, finish, usage, None, True, key, 0)
+                estimated = usage is None
+                if estimated:
+                    usage = estimate_usage(body, texts)
+                    if key in self._batch_unpriced:  # an imported batch reply: now its request is known
+                        self._batch_unpriced.discard(key)
+                        self.meter.add_batch_estimate(usage)
+                done[key] = LLMResult(texts, finish, usage, None, True, key, 0, estimated, 0.0)
         self.meter.cache_hits += len(done)
         todo = [k for k in unique if k not in done]
 
@@ -176,8 +278,8 @@ class LLMClient:
             self.meter.errors += len(todo)
             todo = []
         if todo:
-            done.update(await self._send_all(todo, unique, progress, len(unique)))
-        return [done[k] for k in order]
+            done.update(await self._send_all(todo, unique, progress, len(unique), desc))
+        return [dataclasses.replace(done[k]) for k in order]  # duplicates get their own copy
 
     def _import_batches(self) -> None:
         if self._imported or not self.cfg.batch_import:
@@ -186,30 +288,40 @@ class LLMClient:
             raise Phi1Error("llm.batch_import needs the response cache (llm.cache must not be 'off')")
         for path in self.cfg.batch_import:
             report = import_batch_output(self.cache, path)
-            for u in report.usage:
-                self.meter.add_batch(u)
-            self.batch_failures.update({k: f"batch reply unusable: {v}" for k, v in report.failed.items()})
+            for key, usage in report.usage.items():
+                self.meter.add_batch(usage)
+                if usage is None:
+                    self._batch_unpriced.add(key)
+            self.batch_failures.update({k: self.redactor.clean(f"batch reply unusable: {v}")
+                                        for k, v in report.failed.items()})
         self._imported = True
+
+    @staticmethod
+    def _env_key_raw(env: str) -> str | None:
+        return os.environ.get(env) if env else None
+
+    def _env_key(self) -> str | None:
+        raw = self._env_key_raw(self.cfg.api_key_env)
+        return raw.strip() if raw else raw
 
     def _auth_headers(self) -> dict[str, str]:
         env = self.cfg.api_key_env
         if not env:
             return {}
-        key = os.environ.get(env)
+        raw = self._env_key_raw(env)
+        key = raw.strip() if raw else ""
         if not key:
             raise Phi1Error(
                 f"environment variable {env} (llm.api_key_env) is not set: export it with your API key, "
                 f"or set api_key_env = \"\" for an endpoint without one (local vLLM, Ollama)")
+        if not all(33 <= ord(c) <= 126 for c in key):
+            raise Phi1Error(f"environment variable {env} (llm.api_key_env) holds characters an HTTP header "
+                            "cannot carry (spaces, line breaks or non-ASCII inside the key); export the key alone")
+        self.redactor = Redactor([raw, key, *_url_secrets(self.cfg.base_urls)])
         return {"Authorization": f"Bearer {key}"}
 
-    def _redact(self, text: str) -> str:
-        key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
-        if key:
-            text = text.replace(key, "***")
-        return text
-
     async def _send_all(self, todo: list[str], unique: dict[str, tuple[str, dict[str, Any]]],
-                        progress: bool, total: int) -> dict[str, LLMResult]:
+                        progress: bool, total: int, desc: str) -> dict[str, LLMResult]:
         from tqdm.auto import tqdm
 
         cfg = self.cfg
@@ -218,11 +330,13 @@ class LLMClient:
         for k in todo:
             queue.put_nowait(k)
         out: dict[str, LLMResult] = {}
-        bar = tqdm(total=total, initial=total - len(todo), desc=self.desc, unit="req",
+        bar = tqdm(total=total, initial=total - len(todo), desc=desc, unit="req",
                    disable=not progress, mininterval=1.0, dynamic_ncols=True)
         limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
-        # Waiting for a pooled connection is not the server's fault: the workers
-        # bound concurrency, so give the pool the whole request timeout or a minute.
+        # Per-phase limits as a second line of defence; the attempt's deadline
+        # (asyncio.timeout in _send) is what bounds a request. Waiting for a
+        # pooled connection is not the server's fault: the workers bound
+        # concurrency, so give the pool the whole deadline or a minute.
         timeout = httpx.Timeout(cfg.timeout_s, connect=min(cfg.timeout_s, 30.0), pool=max(cfg.timeout_s, 60.0))
 
         async def worker(http: httpx.AsyncClient) -> None:
@@ -238,20 +352,26 @@ class LLMClient:
                     bar.set_postfix(retries=self.meter.retries, errors=self.meter.errors, refresh=False)
 
         try:
-            async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits) as http:
-                tasks = [asyncio.create_task(worker(http)) for _ in range(min(cfg.concurrency, len(todo)))]
-                try:
-                    await asyncio.gather(*tasks)
-                except BaseException:
-                    # Cancelled or a bug: stop the other workers; replies already
-                    # received are in the cache, so a re-run resumes from there.
-                    for t in tasks:
-                        t.cancel()
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                    raise
+            with redacting_logs(self.redactor):
+                await self._work(worker, headers, timeout, limits, len(todo))
         finally:
             bar.close()
         return out
+
+    async def _work(self, worker: Callable[[httpx.AsyncClient], Any], headers: dict[str, str],
+                    timeout: httpx.Timeout, limits: httpx.Limits, n: int) -> None:
+        async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits) as http:
+            tasks = [asyncio.create_task(worker(http)) for _ in range(min(self.cfg.concurrency, n))]
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:
+                # Cancelled, or the cache cannot be written: stop the other
+                # workers; replies already received are in the cache, so a
+                # re-run resumes from there.
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
 
     async def _one(self, http: httpx.AsyncClient, key: str, path: str, body: dict[str, Any]) -> LLMResult:
         cfg = self.cfg
@@ -270,16 +390,19 @@ class LLMClient:
                 self.pool.release(ep, ok=False, endpoint_fault=False)
                 raise
             self.pool.release(ep, ok=o.ok, endpoint_fault=not o.ok and o.retryable, retry_after=o.retry_after)
+            if o.retry_after_header is not None:
+                self._say_hold(ep, o)
             if o.ok:
-                assert o.usage is not None and o.texts is not None
-                used = o.usage["prompt_tokens"] + o.usage["completion_tokens"]
-                if not used:
-                    self.meter.usage_missing += 1
-                self._tpm.adjust(estimate - (used or estimate))
+                assert o.texts is not None
+                estimated = o.usage is None
+                usage = estimate_usage(body, o.texts) if estimated else o.usage
+                assert usage is not None
+                self._tpm.adjust(estimate - (usage["prompt_tokens"] + usage["completion_tokens"]))
                 if self.cache is not None:
                     self.cache.put(key, path, body, o.data)
-                self.meter.add_live(o.usage)
-                return LLMResult(o.texts, o.finish, o.usage, None, False, key, attempt + 1)
+                self.meter.add_live(usage, estimated)
+                return LLMResult(o.texts, o.finish, usage, None, False, key, attempt + 1, estimated,
+                                 self.meter.price(usage))
             self._tpm.adjust(estimate)  # a failed attempt consumed no tokens
             self.meter.failures[o.reason] += 1
             last = o.message
@@ -291,62 +414,111 @@ class LLMClient:
                 await asyncio.sleep(backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_max_s,
                                                   self._rng, o.retry_after))
         self.meter.errors += 1
-        return LLMResult(error=f"gave up after {attempts} attempts: {last}", key=key, attempts=attempts)
+        return LLMResult(error=self.redactor.clean(f"gave up after {attempts} attempts: {last}"), key=key,
+                         attempts=attempts)
+
+    def _say_hold(self, ep: Endpoint, o: _Outcome) -> None:
+        """One line on screen when an endpoint is held by a Retry-After (not one per request)."""
+        label = ep.label
+        if o.retry_after_asked is None:
+            if label not in self._bad_retry_after:
+                self._bad_retry_after.add(label)
+                self.log(f"{label} sent {o.retry_after_header!r}, not a finite number of seconds: ignored, "
+                         "backing off instead")
+            return
+        hold = o.retry_after or 0.0
+        capped = o.retry_after_asked > hold
+        if hold < HOLD_NOTICE_S and not capped:
+            return
+        until = time.monotonic() + hold
+        if until <= self._held_until.get(label, 0.0) + HOLD_NOTICE_S:
+            return  # the same hold, already said
+        self._held_until[label] = until
+        line = f"{label} answered {o.reason} with {o.retry_after_header}: holding its requests for {hold:.1f}s"
+        if capped:
+            line += f" (it asked for {o.retry_after_asked:g}s; llm.retry_after_max_s = {self.cfg.retry_after_max_s:g})"
+        self.log(line)
 
     async def _send(self, http: httpx.AsyncClient, ep: Endpoint, path: str, body: dict[str, Any]) -> _Outcome:
         url = ep.url + path[len("/v1"):]  # base URLs end in /v1 (or their own prefix), as in the OpenAI SDK
         where = ep.label
+        clean = self.redactor.clean
         try:
-            resp = await http.post(url, json=body)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(self.cfg.timeout_s):  # the whole attempt, not each socket read
+                resp = await http.post(url, json=body)
+        except (TimeoutError, httpx.TimeoutException):
             return _Outcome(False, reason="timeout", retryable=True,
-                            message=f"no reply within {self.cfg.timeout_s:g}s from {where}")
-        except httpx.TransportError as e:
+                            message=f"no complete reply within {self.cfg.timeout_s:g}s from {where}")
+        except httpx.DecodingError as e:  # e.g. Content-Encoding: gzip on a plain body
+            return _Outcome(False, reason="malformed", retryable=True,
+                            message=clean(f"undecodable reply from {where} ({type(e).__name__}: {e})"))
+        except httpx.HTTPError as e:  # refused, reset, dropped mid-body, protocol errors
             return _Outcome(False, reason="connection", retryable=True,
-                            message=self._redact(f"connection to {where} failed ({type(e).__name__}: {e})"))
+                            message=clean(f"connection to {where} failed ({type(e).__name__}: {e})"))
         status = resp.status_code
         if 200 <= status < 300:
             try:
                 data = resp.json()
-                texts, finish, usage = parse_response(path, data)
-            except (ValueError, MalformedResponse) as e:
+                texts, finish, usage = parse_response(path, data, _choices(body))
+            except Exception as e:  # noqa: BLE001 - any malformed reply is retried, never fatal
                 return _Outcome(False, reason="malformed", retryable=True,
-                                message=f"malformed reply from {where} ({type(e).__name__}: {str(e)[:120]})")
+                                message=clean(f"malformed reply from {where} ({type(e).__name__}: {e})"))
             return _Outcome(True, texts, finish, usage, data)
-        detail = _error_message(resp)
-        message = self._redact(f"HTTP {status} from {where}: {detail}")
-        return _Outcome(False, reason=str(status), message=message, retryable=is_retryable_status(status),
-                        retry_after=parse_retry_after(resp.headers) if status in (429, 503) else None)
+        message = clean(f"HTTP {status} from {where}: {_error_message(resp)}")
+        out = _Outcome(False, reason=str(status), message=message, retryable=is_retryable_status(status))
+        if status in (429, 503):
+            out.retry_after_header = retry_after_text(resp.headers)
+            out.retry_after_asked = parse_retry_after(resp.headers)
+            if out.retry_after_asked is not None:
+                out.retry_after = min(out.retry_after_asked, self.cfg.retry_after_max_s)
+        return out
+
+
+def _choices(body: dict[str, Any]) -> int:
+    n = body.get("n", 1)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
 
 
 def _error_message(resp: httpx.Response) -> str:
-    text = resp.text
+    """The server's own words (not yet redacted: the caller redacts, then cuts)."""
+    try:
+        text = resp.text
+    except Exception:  # noqa: BLE001 - an undecodable error body still makes an error line
+        return resp.reason_phrase
     try:
         data = resp.json()
-    except ValueError:
+    except Exception:  # noqa: BLE001
         data = None
     if isinstance(data, dict):  # OpenAI: {"error": {"message"}}; others: {"error": "..."} / {"detail"}
         err = data.get("error")
         msg = err.get("message") if isinstance(err, dict) else (err or data.get("message") or data.get("detail"))
         if msg:
             text = str(msg)
-    return " ".join(text.split())[:300] or resp.reason_phrase
+    return text if text.strip() else resp.reason_phrase
+
+
+def _tqdm_write(message: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(message)
 
 
 # ---------------------------------------------------------------------- sync wrappers
 
 
 def run_chat(cfg: LLMConfig, cache_path: str | Path | None, requests: Sequence[ChatRequest],
-             progress: bool = True) -> tuple[list[LLMResult], dict[str, Any]]:
+             progress: bool = True, *, reask_cut: bool = False, desc: str = "llm",
+             log: Callable[[str], None] | None = None) -> tuple[list[LLMResult], dict[str, Any]]:
     """Blocking `LLMClient.chat_many`: ``(results, usage)``. Not for use inside a running event loop."""
-    with LLMClient(cfg, cache_path) as client:
-        results = asyncio.run(client.chat_many(requests, progress=progress))
+    with LLMClient(cfg, cache_path, desc=desc, log=log) as client:
+        results = asyncio.run(client.chat_many(requests, progress=progress, reask_cut=reask_cut))
         return results, client.usage
 
 
 def run_completions(cfg: LLMConfig, cache_path: str | Path | None, requests: Sequence[CompletionRequest],
-                    progress: bool = True) -> tuple[list[LLMResult], dict[str, Any]]:
+                    progress: bool = True, *, reask_cut: bool = False, desc: str = "llm",
+                    log: Callable[[str], None] | None = None) -> tuple[list[LLMResult], dict[str, Any]]:
     """Blocking `LLMClient.complete_many`: ``(results, usage)``."""
-    with LLMClient(cfg, cache_path) as client:
-        results = asyncio.run(client.complete_many(requests, progress=progress))
+    with LLMClient(cfg, cache_path, desc=desc, log=log) as client:
+        results = asyncio.run(client.complete_many(requests, progress=progress, reask_cut=reask_cut))
         return results, client.usage

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -29,25 +30,44 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random,
     return delay
 
 
+def _seconds(value: str, scale: float = 1.0) -> float | None:
+    """A finite, non-negative number of seconds, or None (``inf``, ``nan``,
+    ``-3``, ``1e400`` and words are not waits a server can mean)."""
+    try:
+        seconds = float(value.strip()) * scale
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or an HTTP date)."""
+    """Seconds from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or
+    an HTTP date); None when absent or not a finite, non-negative wait. The
+    caller caps it (`LLMConfig.retry_after_max_s`)."""
     ms = headers.get("retry-after-ms")
     if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
+        seconds = _seconds(ms, 1 / 1000)
+        if seconds is not None:
+            return seconds
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def retry_after_text(headers: Mapping[str, str]) -> str | None:
+    """The raw header, for the on-screen notice (uncut: the notice is redacted, then cut)."""
+    if headers.get("retry-after-ms"):
+        return f"retry-after-ms: {headers['retry-after-ms']}"
+    if headers.get("retry-after"):
+        return f"Retry-After: {headers['retry-after']}"
+    return None
