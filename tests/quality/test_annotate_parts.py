@@ -40,6 +40,62 @@ def test_parse_score_rejects_replies_without_a_0_to_5_score(reply):
     assert parse_score(reply) is None
 
 
+# Replies a lax parser turns into a wrong label. Each is "no score" (then re-asked).
+ADVERSARIAL = [
+    "Final score -3",  # a sign is not ignored
+    "Final score: −3",  # nor a unicode minus
+    "Educational score: +3",
+    "Educational score: 1e1",  # no exponents
+    "Educational score: 2E0",
+    "Educational score: 3,5",  # a decimal comma is ambiguous
+    "3,5",
+    "Educational score: 3.5.1",
+    "Educational score: 03",  # leading zeros
+    "Educational score: ３",  # other scripts' digits
+    "Educational score: 4\u0663".encode().decode("unicode_escape"),
+    "Educational score: NaN",
+    "Educational score: inf",
+    "x = 3/5",  # code, not a score
+    "The ratio is `x = 3/5`",
+    "Educational score: `x = 3`",
+    "Educational score: 4\n```python\nscore = 3\n```",  # ends inside quoted code
+    "Educational score: 4\n```python\nscore = 3",  # an unclosed fence
+    "```\nEducational score: 4\n```",
+    "Educational score: 3 or 4",
+    "Educational score: 3-4",
+    "Educational score: 3 to 4",
+    "Educational score: 4 (but see below)",
+    "Educational score: 4\nOn reflection the file is mostly data.",  # the score is not final
+    "Educational score: 4/10",  # another scale is not rescaled
+    "Educational score: 2/3",
+    "Educational score: 5.5",
+    "Educational score: 1*0",
+    "Educational score: 1_0",
+    "subscore: 3",
+    "score-3",
+    "The code has 5 functions and 3 classes",
+    "It uses 3/5 of the standard library",
+    "Score: 4 because it is clear",
+]
+
+
+@pytest.mark.parametrize("reply", ADVERSARIAL)
+def test_parse_score_takes_only_a_well_delimited_final_score(reply):
+    assert parse_score(reply) is None, reply
+
+
+@pytest.mark.parametrize("number", ["0", "1", "2.5", "5", "4.0"])
+def test_every_wrapper_of_a_good_number_is_judged_by_its_delimiters(number):
+    good = [f"Educational score: {number}", f"**Educational score:** {number}", f"Score = {number} points",
+            f"Educational score: {number}/5.", f"Score: `{number}`", f"- Educational score: {number}",
+            f"Some words.\n\nEducational score: {number}\n\n"]
+    bad = [f"Educational score: -{number}", f"Educational score: {number}e0", f"Educational score: {number},0",
+           f"`score = {number}`", f"Educational score: {number} maybe", f"Educational score: {number}\nmore",
+           f"```\nEducational score: {number}\n```", f"x = {number}/5", f"Educational score: {number}/50"]
+    assert [parse_score(r) for r in good] == [float(number)] * len(good)
+    assert [parse_score(r) for r in bad] == [None] * len(bad)
+
+
 def test_prompts_and_reask():
     msgs = REASONING.messages("def f():\n    return 1\n")
     assert msgs[0]["role"] == "system" and "def f()" in msgs[1]["content"]

@@ -2,11 +2,11 @@
 
 The phi-1 paper grades solutions with GPT-4 the way a teacher would: the
 grader first writes a short verbal evaluation of the student's solution, then
-gives a grade from 0 to 10. Graders do not always follow the format, so the
-grade is looked for in the forms they actually use ("Grade: 7",
-"**Grade**: 7.5", "Final grade: 8/10", "7 out of 10", a bare "8" on the last
-line); a reply without a grade in [0, 10] is invalid and is asked again with a
-reminder of the format.
+gives a grade from 0 to 10. The grade is read from the reply's last line, in
+the forms graders actually use ("Grade: 7", "**Grade**: 7.5", "Final grade:
+8/10", "7 out of 10", a bare "8"); a reply without such a grade in [0, 10]
+(or one cut at the token limit) is invalid and is asked again with a reminder
+of the format.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from phi1.llm.answers import FinalNumber, final_number
 
 SYSTEM = (
     "You are an experienced Python teacher grading a student's solution to a programming exercise. "
@@ -31,6 +33,10 @@ INSTRUCTIONS = (
 REASK = (
     "Your reply did not end with a valid grade. Reply again: a short evaluation of the student's "
     "solution, then on the last line `Grade: N` with N a number from 0 to 10."
+)
+REASK_CUT = (
+    "Your reply was too long and was cut off before the grade. Reply again, briefly: at most three "
+    "sentences of evaluation, then on the last line `Grade: N` with N a number from 0 to 10."
 )
 
 
@@ -52,24 +58,17 @@ def grading_messages(problem: dict[str, Any], completion: str, include_reference
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
 
 
-def reask_messages(messages: list[dict[str, str]], reply: str) -> list[dict[str, str]]:
+def reask_messages(messages: list[dict[str, str]], reply: str, cut: bool = False) -> list[dict[str, str]]:
     """The conversation so far plus a reminder of the format (a new request,
-    so the cache does not answer it with the same invalid reply)."""
-    return [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": REASK}]
+    so the cache does not answer it with the same invalid reply); ``cut``:
+    the reply was cut at the token limit, so ask for a shorter one."""
+    return [*messages, {"role": "assistant", "content": reply},
+            {"role": "user", "content": REASK_CUT if cut else REASK}]
 
 
 # --------------------------------------------------------------------------- parsing
 
-_NUM = r"(\d+(?:\.\d+)?)"
-_OUT_OF = r"(?:\s*(?:/|out\s+of)\s*(\d+(?:\.\d+)?))?"
-# "grade" then up to 20 characters of markup/words without a digit, a line
-# break or another "grade" ("**: ", " of ", " is **"), then the number,
-# optionally "/ 10".
-_GAP = r"(?:(?!grade|score)[^\d\n]){0,20}?"
-_GRADE = re.compile(r"\bgrade\b" + _GAP + _NUM + _OUT_OF, re.IGNORECASE)
-_SCORE = re.compile(r"\b(?:score|rating|mark)\b" + _GAP + _NUM + _OUT_OF, re.IGNORECASE)
-_FRACTION = re.compile(_NUM + r"\s*(?:/|out\s+of)\s*10\b", re.IGNORECASE)
-_BARE = re.compile(r"^[\s*_`#>]*" + _NUM + r"[\s*_`.]*$")
+GRADE_LABELS = ("grade", "score", "rating", "mark")
 
 
 @dataclass(frozen=True)
@@ -82,40 +81,22 @@ class ParsedGrade:
 def parse_grade(reply: str | None) -> ParsedGrade:
     """The 0-10 grade and the evaluation in a grader's reply.
 
-    The last grade-like mention wins (an evaluation may say "a high grade"
-    before the final "Grade: 9"). A grade with a denominator other than 10, or
-    outside [0, 10], is invalid rather than rescaled: the grader did not
-    answer the question asked.
+    Only a well-delimited final grade counts (`phi1.llm.answers`): the last
+    line ends with "Grade: N", "N/10", "N out of 10" or is the number alone.
+    A grade with a denominator other than 10, outside [0, 10], signed,
+    written with an exponent or a decimal comma, inside code, or followed by
+    more text is invalid rather than guessed at: the grader is asked again.
     """
     text = (reply or "").strip()
-    if not text:
-        return ParsedGrade(None, "", "empty reply")
-    match = None
-    for pattern in (_GRADE, _SCORE, _FRACTION):
-        found = list(pattern.finditer(text))
-        if found:
-            match = found[-1]
-            break
-    if match is None:
-        last = text.splitlines()[-1]
-        bare = _BARE.match(last)
-        if bare is None:
-            return ParsedGrade(None, text, "no grade found")
-        value, start = float(bare.group(1)), len(text) - len(last)
-    else:
-        value = float(match.group(1))
-        denominator = match.group(2) if match.re is not _FRACTION else "10"
-        if denominator is not None and float(denominator) != 10:
-            return ParsedGrade(None, text, f"grade {match.group(0).strip()!r} is not out of 10")
-        start = match.start()
-    if not 0 <= value <= 10:
-        return ParsedGrade(None, text, f"grade {value:g} is outside 0-10")
-    return ParsedGrade(value, _evaluation_before(text, start))
+    found = final_number(text, GRADE_LABELS, scale=10)
+    if found.value is None:
+        return ParsedGrade(None, text, found.error)
+    return ParsedGrade(found.value, _evaluation_before(text, found))
 
 
-def _evaluation_before(text: str, start: int) -> str:
-    """The evaluation: the text before the grade's line, minus an "Evaluation:" label."""
-    line_start = text.rfind("\n", 0, start) + 1
-    head = text[:line_start].strip() or text[:start].strip()
+def _evaluation_before(text: str, found: FinalNumber) -> str:
+    """The evaluation: the text before the grade's line (or before the grade on
+    its line, when it shares one), minus an "Evaluation:" label."""
+    head = text[:found.line_start].strip() or found.before
     head = re.sub(r"^[\s*_#]*(?:verbal\s+)?evaluation[\s*_]*:[\s*_]*", "", head, flags=re.IGNORECASE)
     return head.strip()

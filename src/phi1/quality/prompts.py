@@ -12,17 +12,20 @@ Two prompts (``annotate.prompt``):
   criterion adds a point, and asking for the reasoning before the number tends
   to give steadier labels than a bare number.
 
-Both ask for a final line ``Educational score: N``. `parse_score` accepts
-that and the usual variations ("**Score:** 3/5", "Educational Score = 4 points",
-a bare "4"); a reply with no score in 0..5 is invalid and is re-asked with
-`reask_messages` (which changes the request, hence its cache key).
+Both ask for a final line ``Educational score: N``. `parse_score` takes only
+a well-delimited final score (``phi1.llm.answers``): that line and its usual
+variations ("**Score:** 3/5", "Educational Score = 4 points", a bare "4" on
+the last line). A reply with no such score in 0..5, or one cut at the token
+limit, is invalid and is re-asked with `reask_messages` (which changes the
+request, hence its cache key).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
+
+from phi1.llm.answers import FinalNumber, final_number
 
 SCORE_MIN, SCORE_MAX = 0.0, 5.0
 
@@ -83,6 +86,8 @@ PROMPTS = {"direct": DIRECT, "reasoning": REASONING}
 
 REASK = ("Your reply did not end with a valid score. Reply with one line only, in exactly this "
          "format: \"Educational score: N\", where N is an integer from 0 to 5.")
+REASK_CUT = ("Your reply was too long and was cut off before the score. Reply with one line only, in "
+             "exactly this format: \"Educational score: N\", where N is an integer from 0 to 5.")
 
 
 def get_prompt(name: str) -> EducationalValuePrompt:
@@ -100,51 +105,26 @@ def truncate_code(text: str, max_chars: int) -> str:
     return text[:cut] + "\n# ... (file truncated)"
 
 
-def reask_messages(messages: list[dict[str, Any]], reply: str) -> list[dict[str, Any]]:
-    """The conversation so far, the unusable reply, and a request for the score alone."""
-    return [*messages, {"role": "assistant", "content": reply}, {"role": "user", "content": REASK}]
+def reask_messages(messages: list[dict[str, Any]], reply: str, cut: bool = False) -> list[dict[str, Any]]:
+    """The conversation so far, the unusable (or ``cut``) reply, and a request for the score alone."""
+    return [*messages, {"role": "assistant", "content": reply},
+            {"role": "user", "content": REASK_CUT if cut else REASK}]
 
 
 # --------------------------------------------------------------------------- parsing
 
-_NUM = r"(\d+(?:\.\d+)?)"
-# "... score ... : 4", "score is 4", "score = 4 points", with an optional "/5" or "out of 5"
-_SCORE_PATTERNS = [
-    re.compile(r"educational\s+(?:value\s+)?score\s*(?:is|of|:|=|-|—)?\s*:?\s*" + _NUM + r"(?P<den>\s*(?:/|out\s+of)\s*\d+)?", re.I),
-    re.compile(r"\b(?:total\s+|final\s+|overall\s+)?score\s*(?:is|of|:|=|-|—)?\s*:?\s*" + _NUM + r"(?P<den>\s*(?:/|out\s+of)\s*\d+)?", re.I),
-    re.compile(r"(?<![\d.])" + _NUM + r"(?P<den>\s*(?:/|out\s+of)\s*5)\b", re.I),
-]
-_BARE = re.compile(r"^\s*" + _NUM + r"\s*(?:points?)?\s*\.?\s*$", re.I)
-_MARKUP = re.compile(r"[*_`#>]")
+# "Educational score", "educational value score", "total score", "score", "rating"
+SCORE_LABELS = (r"(?:educational\s+(?:value\s+)?)?score", "rating")
+
+
+def read_score(reply: str | None) -> FinalNumber:
+    """The 0-5 score a reply ends with, or why there is none (`phi1.llm.answers`:
+    only a well-delimited final score counts)."""
+    return final_number(reply, SCORE_LABELS, scale=SCORE_MAX, low=SCORE_MIN, high=SCORE_MAX)
 
 
 def parse_score(reply: str | None) -> float | None:
-    """The score a reply ends with, or None when it has none in 0..5.
-
-    The last match wins (a justification may quote other numbers first); a
-    score over another scale ("7/10") is not a 0-5 score and is rejected.
-    """
-    if not reply:
-        return None
-    text = _MARKUP.sub("", reply)
-    for pattern in _SCORE_PATTERNS:
-        matches = list(pattern.finditer(text))
-        if matches:
-            return _checked(matches[-1])
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    if lines:
-        m = _BARE.match(lines[-1])
-        if m:
-            return _in_range(float(m.group(1)))
-    return None
-
-
-def _checked(m: re.Match[str]) -> float | None:
-    den = m.group("den")
-    if den and int(re.sub(r"\D", "", den)) != 5:
-        return None
-    return _in_range(float(m.group(1)))
-
-
-def _in_range(value: float) -> float | None:
-    return value if SCORE_MIN <= value <= SCORE_MAX else None
+    """The score a reply ends with, or None when it has no well-delimited
+    final score in 0..5 (a signed number, an exponent, "3,5", a number inside
+    code, "7/10", a score followed by more text: all None)."""
+    return read_score(reply).value
