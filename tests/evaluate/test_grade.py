@@ -42,6 +42,18 @@ def test_parse_grade(reply, grade):
     assert bool(parsed.error) == (grade is None)
 
 
+@pytest.mark.parametrize("reply", [
+    "Grade: -3", "Final grade: −3", "Grade: +7", "Grade: 1e1", "Grade: 7,5", "Grade: 07", "Grade: ７",
+    "Grade: 7 or 8", "Grade: 7-8", "Grade: 8\nbut I am not sure", "Grade: 9 (if the tests pass)",
+    "Grade: 8\n```python\nassert grade == 9\n```", "```\nGrade: 9\n```", "Grade: `x = 9`",
+    "The student wrote `x = 7/10`", "x = 7/10", "It calls f 10 times", "Grade: 1*0", "Grade: 10.5",
+    "Grade: 9/100", "Grade: 3/5", "subgrade: 7", "Grade: NaN",
+])
+def test_parse_grade_takes_only_a_well_delimited_final_grade(reply):
+    parsed = parse_grade(reply)
+    assert parsed.grade is None and parsed.error, (reply, parsed)
+
+
 def test_parse_grade_keeps_the_evaluation():
     p = parse_grade("**Evaluation:** The solution sorts twice; correct but slow.\n\nGrade: 8")
     assert p.evaluation == "The solution sorts twice; correct but slow." and p.grade == 8
@@ -195,3 +207,45 @@ def test_samples_for_unknown_tasks_are_one_clear_line(openai_server_factory, tmp
     err = capsys.readouterr().err
     assert "samples.jsonl:1: task_id 'Nope/1' is not among the problems" in err
     assert not srv.requests
+
+
+def test_cut_replies_are_never_parsed_and_failed_requests_are_resent_by_a_plain_rerun(
+        openai_server_factory, tmp_path, capsys):
+    from phi1.evaluate.grading_prompt import REASK_CUT
+
+    head = "Evaluation: looks right.\nGrade: 9"  # what survives the cut: it must not be read as the grade
+    tail = "\nIt fails on negative a. Grade: 3"
+    assert len(tail) in (len(head), len(head) + 1)
+
+    def first_sample(req) -> bool:
+        return "return a + b + 0\n" in req.body["messages"][1]["content"].split("The student's solution:")[1]
+
+    def respond(req):
+        return head + tail if first_sample(req) else grader(req)
+
+    down = [True]
+    rules = [(first_sample, Fault.cut()),
+             (lambda r: down[0] and "rejected" in r.prompt_text, Fault("500"))]
+    srv = openai_server_factory(responder=respond, rules=rules)
+    config = setup_run(tmp_path, llm_section(srv.base_url))
+    cfg = load_config(config)
+    assert main(["run", str(config), "--only", "grade"]) == 0
+    out = capsys.readouterr().out
+    grades = list(read_jsonl(cfg.run_dir / "grade" / "grades.jsonl"))
+    cut = grades[0]
+    assert cut["grade"] is None and not cut["valid"] and cut["attempts"] == 3
+    assert [x["why"] for x in cut["invalid_replies"]] == ["reply cut at the token limit"] * 3
+    asked = [r for r in srv.requests if first_sample(r)]
+    assert len(asked) == 6 and sum(r.last_user_message == REASK_CUT for r in asked) == 4  # 3 asks x (512, 1024)
+    assert grades[5]["error"].startswith("gave up after 3 attempts: HTTP 500")
+    m = read_manifest(cfg.run_dir / "grade")
+    assert m["failed"] == 1 and m["counts"]["failed_excluded"] == 1 and m["counts"]["invalid_excluded"] == 2
+    assert "1 item(s) failed" in out
+
+    down[0] = False  # the endpoint recovers: a plain re-run sends exactly the failed request
+    srv.reset_log()
+    assert main(["run", str(config), "--only", "grade"]) == 0
+    assert len(srv.requests) == 1 and "rejected" in srv.requests[0].prompt_text
+    m = read_manifest(cfg.run_dir / "grade")
+    assert m["failed"] == 0 and m["counts"]["graded"] == 4 and m["counts"]["invalid_excluded"] == 2
+    assert main(["run", str(config), "--only", "grade"]) == 0 and len(srv.requests) == 1  # current now

@@ -2,8 +2,9 @@
 
 * `heuristic_labels` — the offline rubric (`phi1.quality.rubric`), an approximation;
 * `llm_labels` — an LLM behind any OpenAI-compatible endpoint (`phi1.llm`),
-  with a prompt from `phi1.quality.prompts`; replies without a valid score are
-  re-asked up to ``parse_retries`` times and otherwise recorded as invalid;
+  with a prompt from `phi1.quality.prompts`; replies without a valid score (or
+  cut at the token limit) are re-asked up to ``parse_retries`` times and
+  otherwise recorded as invalid, with the reason;
 * `imported_labels` — a labels JSONL file someone already has.
 
 Each returns `Label` records: the ``annotate/labels.jsonl`` folder contract.
@@ -19,7 +20,7 @@ from typing import Any, Callable
 
 from phi1.documents import read_jsonl_numbered
 from phi1.errors import InputError
-from phi1.quality.prompts import SCORE_MAX, SCORE_MIN, get_prompt, parse_score, reask_messages, truncate_code
+from phi1.quality.prompts import SCORE_MAX, SCORE_MIN, get_prompt, read_score, reask_messages, truncate_code
 from phi1.quality.rubric import RUBRIC_ID, score_code
 from phi1.quality.sampling import SampledDoc
 
@@ -32,14 +33,17 @@ class Label:
     teacher: str
     prompt_id: str
     valid: bool
-    error: str | None = None  # the request failed (llm teacher): why
+    error: str | None = None  # the request failed (llm teacher): why (redacted by the client)
     attempts: int = 1  # replies asked for (1 + re-asks)
+    invalid: str | None = None  # llm teacher: why the last reply gave no score ("cut at the token limit", ...)
 
     def to_json(self) -> dict[str, Any]:
         rec: dict[str, Any] = {"id": self.id, "score": self.score, "raw": self.raw, "teacher": self.teacher,
                                "prompt_id": self.prompt_id, "valid": self.valid}
         if self.error is not None:
             rec["error"] = self.error
+        elif not self.valid and self.invalid:
+            rec["invalid"] = self.invalid
         if self.attempts != 1:
             rec["attempts"] = self.attempts
         return rec
@@ -70,8 +74,17 @@ class LLMTeacherReport:
 def llm_labels(docs: list[SampledDoc], llm_cfg: Any, prompt: str, max_chars: int, parse_retries: int,
                cache_path: Path | None, log: Callable[[str], None] = print,
                progress: bool = True) -> tuple[list[Label], LLMTeacherReport]:
-    """Ask the LLM for every document; re-ask unusable replies; never raise
-    for a single failed request (its label says why)."""
+    """Ask the LLM for every document; never raise for a single failed request
+    (its label says why, and the stage counts it as failed: a re-run asks again).
+
+    A reply cut at the token limit is first asked again with more tokens by
+    the client (``llm.cut_retries``, ``llm.cut_max_tokens_factor``); a reply
+    still cut, or one without a well-delimited final score, is re-asked in the
+    same conversation up to ``parse_retries`` times (a cut one with a request
+    for the score line alone), then recorded as invalid with the reason. A
+    cut reply is never parsed: a number in a justification cut mid-way is not
+    a label.
+    """
     from phi1.llm import ChatRequest, LLMClient
 
     template = get_prompt(prompt)
@@ -88,26 +101,31 @@ def llm_labels(docs: list[SampledDoc], llm_cfg: Any, prompt: str, max_chars: int
             if round_:
                 log(f"re-asking {len(todo)} replies without a valid score (round {round_}/{parse_retries})")
                 report.reasked += len(todo)
-            results = await client.chat_many([ChatRequest(conversations[i]) for i in todo], progress=progress)
+            results = await client.chat_many([ChatRequest(conversations[i]) for i in todo], progress=progress,
+                                              reask_cut=True)
             again = []
             for i, res in zip(todo, results):
                 lab = labels[i]
-                lab.attempts += 1
+                lab.attempts += 1 + res.cut_reasks
                 if not res.ok:
                     lab.error = res.error
                     continue
                 lab.raw, lab.error = res.text or "", None
-                score = parse_score(lab.raw)
-                if score is None:
-                    # Re-ask in the same conversation: a new request (and cache key),
-                    # so a re-run replays the same exchange from the cache.
-                    conversations[i] = reask_messages(conversations[i], lab.raw)
-                    again.append(i)
+                if res.truncated:
+                    lab.invalid = "cut at the token limit"
                 else:
-                    lab.score, lab.valid = score, True
+                    found = read_score(lab.raw)
+                    if found.value is not None:
+                        lab.score, lab.valid, lab.invalid = found.value, True, None
+                        continue
+                    lab.invalid = f"no score: {found.error}"
+                # Re-ask in the same conversation: a new request (and cache key),
+                # so a re-run replays the same exchange from the cache.
+                conversations[i] = reask_messages(conversations[i], lab.raw, cut=res.truncated)
+                again.append(i)
             todo = again
 
-    with LLMClient(llm_cfg, cache_path, desc="annotate (llm)") as client:
+    with LLMClient(llm_cfg, cache_path, desc="annotate (llm)", log=log) as client:
         try:
             asyncio.run(ask_all(client))
         finally:
