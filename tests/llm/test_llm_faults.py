@@ -48,9 +48,9 @@ def leaked_pieces(text: str, key: str = KEY, piece: int = 5) -> list[str]:
 
 
 def test_a_trickled_reply_is_cut_off_by_the_attempt_deadline(openai_server_factory):
-    # Each byte arrives well within any per-read timeout; the whole reply would take ~10 s.
+    # Each byte arrives well within any per-read timeout; the whole reply would take ~13 s.
     srv = openai_server_factory(responder=lambda r: "x" * 400, per_request_faults=[Fault.trickle(0.02)])
-    results, usage = run_chat(_cfg(srv.base_url, timeout_s=0.5, concurrency=2), None, _chats(2), progress=False)
+    results, usage = run_chat(_cfg(srv.base_url, timeout_s=1.0, concurrency=2), None, _chats(2), progress=False)
     assert all(r.ok and r.text == "x" * 400 and r.attempts == 2 for r in results)
     trickled = [r for r in srv.requests if r.outcome == "trickle"]
     assert len(trickled) == 2
