@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
+import pytest
 import torch
 
 from phi1 import devices
+from phi1.errors import Phi1Error
 
 
 def _report(monkeypatch, caps: dict, *, amx_granted: bool = True, onednn: bool = True) -> None:
@@ -35,19 +37,19 @@ def test_avx512_bf16_without_amx_is_native(monkeypatch):
 def test_cpu_without_bf16_flags_is_fp32_whatever_its_name(monkeypatch):
     _report(monkeypatch, {**X86, "cpu_name": "Intel Xeon Sapphire Rapids AMX", "amx_int8": True})
     ok, why = devices.cpu_bf16_support()
-    assert not ok and why.startswith("fp32:") and "no native bf16" in why
+    assert not ok and "no native bf16" in why
 
 
 def test_amx_refused_by_the_kernel_is_not_counted(monkeypatch):
     _report(monkeypatch, {**X86, "amx_tile": True, "amx_bf16": True}, amx_granted=False)
     ok, why = devices.cpu_bf16_support()
-    assert not ok and why.startswith("fp32:")
+    assert not ok and "did not enable AMX" in why
 
 
 def test_torch_without_onednn_is_fp32(monkeypatch):
     _report(monkeypatch, {**X86, "amx_tile": True, "amx_bf16": True, "avx512_bf16": True}, onednn=False)
     ok, why = devices.cpu_bf16_support()
-    assert not ok and "oneDNN" in why
+    assert not ok and "without oneDNN" in why
 
 
 def test_arm_bf16_extension_is_native(monkeypatch):
@@ -78,3 +80,28 @@ def test_this_machine_agrees_with_what_torch_reports():
         assert native_flag
     else:
         assert not caps.get("avx512_bf16")
+
+
+def test_auto_precision_on_cpu_follows_the_capability(monkeypatch):
+    _report(monkeypatch, {**X86, "amx_tile": True, "amx_bf16": True})
+    assert devices.resolve_precision("auto", "cpu") == ("bf16", "auto: " + devices.cpu_bf16_support()[1])
+    _report(monkeypatch, {**X86})
+    precision, why = devices.resolve_precision("auto", "cpu")
+    assert precision == "fp32" and why.startswith("auto: ") and "no native bf16" in why
+
+
+def test_explicit_precision_is_taken_and_fp16_on_cpu_is_refused(monkeypatch):
+    _report(monkeypatch, {**X86})
+    assert devices.resolve_precision("fp32", "cpu")[0] == "fp32"
+    precision, why = devices.resolve_precision("bf16", "cpu", key="embed.precision")
+    assert precision == "bf16" and "emulated" in why and "embed.precision" in why
+    with pytest.raises(Phi1Error, match=r"generate.precision = 'fp16' needs a GPU"):
+        devices.resolve_precision("fp16", "cpu", key="generate.precision")
+    with pytest.raises(Phi1Error, match="not one of auto, fp32, bf16, fp16"):
+        devices.resolve_precision("fp64", "cpu")
+    assert devices.resolve_precision("bfloat16", "cpu")[0] == "bf16"  # torch's spelling of the same choice
+
+
+def test_torch_dtype_takes_both_spellings():
+    assert devices.torch_dtype("bf16") is devices.torch_dtype("bfloat16") is torch.bfloat16
+    assert devices.torch_dtype("fp32") is torch.float32

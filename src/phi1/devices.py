@@ -74,38 +74,68 @@ def cpu_bf16_support() -> tuple[bool, str]:
     arch = str(caps.get("architecture", "")).lower()
     onednn, why_not = _onednn_bf16()
     if not onednn:
-        return False, f"fp32: {why_not}"
+        return False, why_not
     found = []
+    amx_refused = False
     if caps.get("amx_bf16") and caps.get("amx_tile"):
         init = getattr(torch.cpu, "_init_amx", None)
         # AMX needs the OS to enable its tile state for this process (Linux
         # arch_prctl); a kernel or hypervisor that refuses leaves AVX512 only.
         if init is None or init():
             found.append("AMX-BF16")
+        else:
+            amx_refused = True
     if caps.get("avx512_bf16"):
         found.append("AVX512-BF16")
     if arch in ("aarch64", "arm64") and (caps.get("bf16") or caps.get("sve_bf16")):
         found.append("Arm BF16 (BFMMLA)")
     if found:
-        return True, f"bf16: the CPU reports {' and '.join(found)} (torch.cpu capabilities, oneDNN bf16 on)"
+        return True, f"the CPU reports {' and '.join(found)} (torch.cpu capabilities; oneDNN bf16 on)"
     isa = torch.backends.cpu.get_cpu_capability()
-    return False, f"fp32: the CPU reports no native bf16 matmul (no AMX-BF16 or AVX512-BF16; torch kernels: {isa})"
+    if amx_refused:
+        return False, f"the CPU has AMX-BF16 but the OS did not enable AMX for this process, and no AVX512-BF16 (torch kernels: {isa})"
+    return False, f"the CPU reports no native bf16 matmul (no AMX-BF16 or AVX512-BF16; torch kernels: {isa})"
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
-    """'auto' -> bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU."""
-    if dtype != "auto":
-        return dtype
-    if device.startswith("cuda"):
+# Precision names (as in the training config) -> torch dtype names.
+PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def resolve_precision(precision: str, device: str, key: str = "precision") -> tuple[str, str]:
+    """The precision a model runs in for inference, and why (one line, for
+    the manifest and the summary). 'auto' -> on a GPU bf16 where it has it,
+    else fp16; on a CPU bf16 where `cpu_bf16_support` finds native bf16
+    matmul, else fp32. An explicit choice is taken as given, except fp16 on a
+    CPU (no fast kernels: a config mistake, said in one line)."""
+    # torch's spellings (float32, bfloat16, float16) name the same choices
+    precision = {dtype: name for name, dtype in PRECISION_DTYPES.items()}.get(precision, precision)
+    if precision not in ("auto", *PRECISION_DTYPES):
+        raise Phi1Error(f"{key} = {precision!r} is not one of auto, fp32, bf16, fp16")
+    on_gpu = device.startswith("cuda")
+    if precision == "fp16" and not on_gpu:
+        raise Phi1Error(f"{key} = 'fp16' needs a GPU (device {device!r}); use 'auto', 'bf16' or 'fp32'")
+    if precision != "auto":
+        if precision == "bf16" and device == "cpu" and not cpu_bf16_support()[0]:
+            return "bf16", f"set in the config ({key}); this CPU has no native bf16 matmul, so bf16 is emulated (slower than fp32)"
+        return precision, f"set in the config ({key})"
+    if on_gpu:
         import torch
 
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    return "float32"
+        name = torch.cuda.get_device_name(torch.device(device))
+        if torch.cuda.is_bf16_supported():
+            return "bf16", f"auto: {name} supports bf16"
+        return "fp16", f"auto: {name} has no bf16"
+    if device == "cpu":
+        native, why = cpu_bf16_support()
+        return ("bf16" if native else "fp32"), f"auto: {why}"
+    return "fp32", f"auto: fp32 on {device}"
 
 
 def torch_dtype(name: str) -> Any:
+    """torch dtype of a dtype name (float32, ...) or a precision name (fp32, ...)."""
     import torch
 
+    name = PRECISION_DTYPES.get(name, name)
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 

@@ -78,7 +78,8 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def generator(model_dir) -> TransformersGenerator:
-    return TransformersGenerator(model_dir, device="auto", dtype="auto")
+    # fp32: the behaviour tests below compare generations exactly
+    return TransformersGenerator(model_dir, device="auto", precision="fp32")
 
 
 def gen_cfg(*overrides: str):
@@ -91,10 +92,42 @@ def problems_of(prompts=PROMPTS):
 
 
 def test_loads_fp32_on_cpu_with_left_padding(generator):
-    assert generator.device == "cpu" and generator.dtype == "float32"
+    assert generator.device == "cpu" and generator.dtype == "float32" and generator.precision == "fp32"
+    assert next(generator.model.parameters()).dtype == torch.float32
     assert generator.tokenizer.padding_side == "left"
     assert generator.tokenizer.pad_token == "<|endoftext|>"  # none in the folder: eos is used
 
+
+def test_auto_precision_follows_what_the_cpu_reports(model_dir):
+    from phi1.devices import cpu_bf16_support
+
+    native, why = cpu_bf16_support()
+    auto = TransformersGenerator(model_dir, device="cpu", precision="auto")
+    assert auto.precision == ("bf16" if native else "fp32") and auto.precision_reason == f"auto: {why}"
+    assert next(auto.model.parameters()).dtype == (torch.bfloat16 if native else torch.float32)
+    with pytest.raises(Exception, match="generate.precision = 'fp16' needs a GPU"):
+        TransformersGenerator(model_dir, device="cpu", precision="fp16")
+
+
+def test_bf16_greedy_generations_mostly_match_fp32(generator, model_dir, record_property):
+    """bf16 changes the arithmetic, so a greedy argmax can flip and the rest of
+    that generation differs: most generations must stay identical, and nearly
+    every first token (before any divergence can compound)."""
+    from phi1.evaluate.problems import load_problems
+
+    prompts = [p.prompt for p in list(load_problems("humaneval").values())[:40]] + PROMPTS
+    bf16 = TransformersGenerator(model_dir, device="cpu", precision="bf16")
+    kw = dict(max_new_tokens=24, temperature=0.0, top_p=1.0, stops=[], seed=0)
+    ref = [t for t, _ in generator.generate(prompts, **kw)[0]]
+    got = [t for t, _ in bf16.generate(prompts, **kw)[0]]
+    tok = generator.tokenizer
+    first = [tok(a)["input_ids"][:1] == tok(b)["input_ids"][:1] for a, b in zip(ref, got)]
+    identical = sum(a == b for a, b in zip(ref, got)) / len(prompts)
+    record_property("bf16_greedy_identical_share", identical)
+    print(f"\nbf16 vs fp32 greedy (24 new tokens, {len(prompts)} prompts, random tiny model): "
+          f"{identical:.0%} identical, first token {sum(first) / len(first):.0%}")
+    assert identical >= 0.5
+    assert sum(first) / len(first) >= 0.9
 
 def test_batched_left_padded_greedy_equals_unbatched(generator):
     batched, _ = generator.generate(PROMPTS, max_new_tokens=20, temperature=0, top_p=1, stops=[], seed=0)
@@ -249,14 +282,20 @@ batch_size = 2
         assert not any(stop in s["completion"] for stop in DEFAULT_STOPS)
     m = read_manifest(out)
     gen = m["generation"]
-    assert gen["backend"] == "transformers" and gen["dtype"] == "float32" and gen["device"] == "cpu"
+    from phi1.devices import resolve_precision
+
+    precision, why = resolve_precision("auto", "cpu")
+    assert gen["backend"] == "transformers" and gen["device"] == "cpu"
+    assert gen["precision"] == precision and gen["precision_reason"] == why  # the default is auto
+    assert gen["dtype"] == {"bf16": "bfloat16", "fp32": "float32"}[precision]
     assert gen["batch_size"] == 2 and gen["seed"] == 0 and gen["n_samples"] == 2 and gen["temperature"] == 0
     assert gen["model"] == str(cfg.run_dir / "finetune" / "model")
     batches = list(read_jsonl(out / "batches.jsonl"))
     assert [len(b["rows"]) for b in batches] == [2, 1]  # 3 greedy rows, longest prompts first
     assert batches[0]["prompt_tokens"][0] >= batches[1]["prompt_tokens"][0]
     assert m["counts"]["samples"] == 6 and m["counts"]["generated"] == 3
-    assert "6 samples for 3 problems" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "6 samples for 3 problems" in printed and f"{precision} on cpu: {why}" in printed
     # Current: a second invocation does nothing.
     assert main(["generate", "--config", str(config)]) == 0
     assert "generate: up to date" in capsys.readouterr().out

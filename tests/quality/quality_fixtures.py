@@ -15,15 +15,16 @@ from typing import Any
 
 from helpers.stages import mark_done
 from phi1.documents import write_jsonl
-from phi1.pipeline import STAGES
+from phi1.registry import STAGES
 
 
 @functools.lru_cache(maxsize=None)
-def minilm(batch_size: int = 4, max_tokens: int = 128) -> Any:
+def minilm(batch_size: int = 4, max_tokens: int = 128, precision: str = "fp32") -> Any:
+    """fp32 unless asked: tests that compare vectors exactly need it (auto is bf16 on AMX CPUs)."""
     from phi1.quality.config import EmbedConfig
     from phi1.quality.embedders import build_embedder
 
-    e = build_embedder(EmbedConfig(batch_size=batch_size, device="cpu", max_tokens=max_tokens))
+    e = build_embedder(EmbedConfig(batch_size=batch_size, device="cpu", max_tokens=max_tokens, precision=precision))
     e._ensure_loaded()
     return e
 

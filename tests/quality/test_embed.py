@@ -56,6 +56,84 @@ def test_minilm_identity_depends_on_settings():
     assert len({a.key, b.key, c.key}) == 3
 
 
+# --------------------------------------------------------------------------- precision
+
+
+def _stdlib_sample(n: int) -> list[str]:
+    """n real Python files spread over the standard library (the demo corpus)."""
+    import sysconfig
+    from pathlib import Path
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = [p for p in sorted(root.rglob("*.py")) if "site-packages" not in p.parts
+             and not {"test", "tests", "idle_test"} & set(p.relative_to(root).parts[:-1])
+             and 200 <= p.stat().st_size <= 200_000]
+    step = max(1, len(files) // n)
+    return [p.read_text(encoding="utf-8", errors="replace")[:4000] for p in files[::step][:n]]
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_bf16_vectors_match_fp32_and_keep_the_classifiers_decisions(record_property):
+    """The accuracy bar for precision = 'auto' choosing bf16: every vector within
+    cosine 0.999 of fp32, and a classifier trained on fp32 vectors keeps or drops
+    >= 99% of documents the same way when it scores the bf16 vectors."""
+    import torch
+
+    from phi1.quality.classifier import train_quality_model
+    from phi1.quality.config import ClassifierConfig
+    from phi1.quality.rubric import score_code
+
+    texts = _stdlib_sample(240)
+    fp32, bf16 = qf.minilm(16, 128, "fp32"), qf.minilm(16, 128, "bf16")
+    assert next(bf16._model[0].parameters()).dtype == torch.bfloat16 and bf16.key != fp32.key
+    a, b = fp32.embed(texts), bf16.embed(texts)
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)  # pooled + normalised in float32
+    cos = _cosines(a, b)
+    labels = np.array([score_code(t).score for t in texts])
+    model = train_quality_model(a, labels, {"name": fp32.name, "dim": fp32.dim},
+                                ClassifierConfig(n_estimators=100, n_jobs=1), seed=0)
+    keep_a, keep_b = model.score(a) >= 0.5, model.score(b) >= 0.5
+    agree = float((keep_a == keep_b).mean())
+    record_property("bf16_cosine_min", float(cos.min()))
+    record_property("bf16_decision_agreement", agree)
+    print(f"\nbf16 vs fp32, {len(texts)} stdlib files at 128 tokens: cosine min {cos.min():.5f} "
+          f"mean {cos.mean():.6f}; keep/drop agree on {agree:.1%} ({int(keep_a.sum())} kept in fp32)")
+    assert cos.min() >= 0.999
+    assert 0 < keep_a.sum() < len(texts)  # both decisions occur: the agreement is not trivial
+    assert agree >= 0.99
+
+
+def test_bf16_batches_match_one_by_one_within_tolerance():
+    e = qf.minilm(4, 128, "bf16")
+    batched = e.embed(TEXTS)
+    one_by_one = np.stack([e.embed([t])[0] for t in TEXTS])
+    assert _cosines(batched, one_by_one).min() >= 0.999
+
+
+def test_auto_precision_follows_what_the_cpu_reports():
+    from phi1.devices import cpu_bf16_support
+
+    native, why = cpu_bf16_support()
+    e = build_embedder(EmbedConfig(device="cpu"))  # precision defaults to auto
+    assert e.precision == ("bf16" if native else "fp32") and e.precision_reason == f"auto: {why}"
+    assert e.dtype == ("bfloat16" if native else "float32")
+    with pytest.raises(Phi1Error, match="embed.precision = 'fp16' needs a GPU"):
+        build_embedder(EmbedConfig(device="cpu", precision="fp16"))
+
+
+def test_causal_lm_bf16_pools_in_float32_close_to_fp32():
+    folder = qf.tiny_causal_lm_dir()
+    a = CausalLMEmbedder(folder, max_tokens=64).embed(TEXTS)
+    e = CausalLMEmbedder(folder, max_tokens=64, precision="bf16")
+    b = e.embed(TEXTS)
+    assert e._model.dtype == __import__("torch").bfloat16 and b.dtype == np.float32
+    assert _cosines(a, b).min() >= 0.999
+
+
 # --------------------------------------------------------------------------- causal LM
 
 

@@ -30,7 +30,7 @@ N_DOCS = 60
 
 def _overrides(root, *extra: str) -> list[str]:
     return [f"run.root={root}", "run.name=t", "embed.backend=hf_causal_lm", f"embed.model={qf.tiny_causal_lm_dir()}",
-            "embed.device=cpu", "embed.batch_size=8", "embed.max_tokens=64", "classifier.n_estimators=30",
+            "embed.device=cpu", "embed.precision=fp32", "embed.batch_size=8", "embed.max_tokens=64", "classifier.n_estimators=30",
             "classifier.n_jobs=1", "filter.executor.tasks=2", "filter.executor.workers=1", "filter.batch_size=8",
             *extra]
 
@@ -92,6 +92,12 @@ def test_threshold_keeps_and_excludes_with_scores(run_copy):
     assert c["tokens_in_est"] == round(c["bytes_in"] / cfg.ingest.bytes_per_token)
     assert manifest["metrics"]["keep_rate_documents"] == round(len(kept) / N_DOCS, 4)
     assert "kept" in manifest["summary"][0]
+    # Which precision the embedding ran in, and why; how many vectors the tasks computed.
+    embedded_upstream = json.loads((cfg.run_dir / "embed" / "manifest.json").read_text())["counts"]["embedded"]
+    assert c["embedded"] == N_DOCS - embedded_upstream > 0
+    assert manifest["precision"] == "fp32" and manifest["precision_reason"] == "set in the config (embed.precision)"
+    assert f"{c['embedded']} documents embedded here, {embedded_upstream} vectors from the cache; fp32 on this " \
+           "machine: set in the config (embed.precision)" in manifest["summary"]
     # Documents the embed stage had not seen (scope = labelled) were embedded by the
     # filter tasks and added to the cache: every document now has a cached vector.
     cache = EmbeddingCache(cache_folder(root / "t" / "cache" / "embeddings", emb))

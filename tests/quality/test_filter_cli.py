@@ -60,9 +60,15 @@ def test_embed_classifier_filter_through_the_cli(tmp_path, capsys):
     assert main(["run", toml, "--only", "embed", "classifier", "filter"]) == 0
     out = capsys.readouterr().out
     assert "validation F1" in out and "kept" in out
+    # precision = "auto" (the default): what this CPU reports decides, and both stages say so.
+    from phi1.devices import resolve_precision
+
+    precision, why = resolve_precision("auto", "cpu")
+    assert f"{precision} on cpu: {why}" in out and f"{precision} on this machine: {why}" in out
 
     emb = _manifest(cfg, "embed")
     assert emb["counts"]["documents"] == N_DOCS and emb["counts"]["embedded"] == N_DOCS
+    assert emb["precision"] == precision and emb["precision_reason"] == why
     info = json.loads((cfg.run_dir / "embed" / "embedder.json").read_text())
     assert info["name"] == "sentence-transformers/all-MiniLM-L6-v2" and info["dim"] == 384
     assert info["normalize"] is True and info["max_tokens"] == 128 and info["backend"] == "sentence_transformers"
@@ -79,6 +85,7 @@ def test_embed_classifier_filter_through_the_cli(tmp_path, capsys):
     kept = list(read_documents(cfg.run_dir / "filter" / "docs"))
     dropped = list(read_documents(cfg.run_dir / "filter" / "excluded"))
     assert flt["counts"]["documents_in"] == N_DOCS == len(kept) + len(dropped)
+    assert flt["counts"]["embedded"] == 0 and flt["precision"] == precision  # scope = all: only cache reads
     assert flt["counts"]["documents_kept"] == len(kept) > 0
     good = {d["id"] for d in docs if d["metadata"]["teacher_hint"] >= 3}
     assert sum(d.id in good for d in kept) >= 0.8 * len(kept)

@@ -18,6 +18,13 @@ default; with ``windows="mean"`` up to ``max_windows`` windows whose vectors
 are averaged), windows are sorted by token length and batched so that a
 batch pads to similar lengths, then vectors are put back in input order.
 
+Precision (``embed.precision``, resolved by `phi1.devices.resolve_precision`):
+in bf16/fp16 the transformer's weights and matmuls run in that dtype (on a
+CPU with AMX or AVX512-BF16 that is the fast path: measured in
+bench/filter_throughput.py), while pooling, averaging and normalising always
+run in float32 on the transformer's output, so the vectors stay within
+cosine 0.9999 of fp32 (tests/quality/test_embed.py).
+
 Models load lazily, on the first `embed` call that needs them: a filter task
 whose documents are all in the embedding cache never loads a model.
 """
@@ -34,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from phi1.devices import from_pretrained_dtype, resolve_device, resolve_dtype, torch_dtype
+from phi1.devices import PRECISION_DTYPES, from_pretrained_dtype, resolve_device, resolve_precision, torch_dtype
 from phi1.errors import Phi1Error
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,12 +157,14 @@ def _quiet_transformers() -> Iterator[None]:
 class _WindowedEmbedder(Embedder):
     """Tokenise, cut into windows, length-sort, batch, pool, restore order."""
 
-    def __init__(self, model: str, *, device: str = "cpu", dtype: str = "float32", batch_size: int = 32,
-                 max_tokens: int = 256, windows: str = "first", max_windows: int = 8,
+    def __init__(self, model: str, *, device: str = "cpu", precision: str = "fp32", precision_reason: str = "",
+                 batch_size: int = 32, max_tokens: int = 256, windows: str = "first", max_windows: int = 8,
                  normalize: bool | None = None, threads: int | None = None):
         self.model_ref = model
         self.device = device
-        self.dtype = dtype
+        self.precision = precision  # fp32 | bf16 | fp16, already resolved
+        self.precision_reason = precision_reason  # why (for manifests and summaries)
+        self.dtype = PRECISION_DTYPES[precision]  # torch dtype name; part of the cache key
         self.batch_size = batch_size
         self.requested_max_tokens = max_tokens
         self.windows = windows
@@ -204,7 +213,7 @@ class _WindowedEmbedder(Embedder):
         self._ensure_loaded()
         return {**super().describe(), "max_tokens": self._max_tokens, "model": str(self.model_ref),
                 "windows": self.windows, "max_windows": self.max_windows, "dtype": self.dtype,
-                "device": self.device}
+                "precision": self.precision, "device": self.device}
 
     # -- loading -------------------------------------------------------------
     def _ensure_loaded(self) -> None:
@@ -328,8 +337,10 @@ class SentenceTransformerEmbedder(_WindowedEmbedder):
                 self._model = SentenceTransformer(self.model_ref, device=self.device)
             except OSError as e:
                 raise Phi1Error(f"embed.model {self.model_ref!r}: cannot load a sentence-transformers model ({e})") from None
-        if self.dtype != "float32":
-            self._model.to(torch_dtype(self.dtype))
+        if self.dtype != "float32" and len(self._model):
+            # Only the first module (the transformer) runs in bf16/fp16; pooling,
+            # Dense and Normalize modules after it get its output in float32.
+            self._model[0].to(torch_dtype(self.dtype))
         self._tokenizer = self._model.tokenizer
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self._dim = int(get_dim())
@@ -343,8 +354,11 @@ class SentenceTransformerEmbedder(_WindowedEmbedder):
 
     def _forward(self, input_ids: Any, attention_mask: Any) -> Any:
         features = {"input_ids": input_ids, "attention_mask": attention_mask}
-        for module in self._modules:
+        for i, module in enumerate(self._modules):
             features = module(features)
+            if i == 0 and self.dtype != "float32":
+                features = {k: v.float() if hasattr(v, "is_floating_point") and v.is_floating_point() else v
+                            for k, v in features.items()}
         return features["sentence_embedding"].float().cpu()
 
 
@@ -403,7 +417,8 @@ def _display_name(model: str) -> str:
 def build_embedder(cfg: "EmbedConfig", *, rank: int = 0, threads: int | None = None) -> _WindowedEmbedder:
     """The embedder configured by an `EmbedConfig` (nothing is loaded yet)."""
     device = resolve_device(cfg.device, rank, key="embed.device")
-    kw = dict(device=device, dtype=resolve_dtype(cfg.dtype, device), batch_size=cfg.batch_size,
+    precision, why = resolve_precision(cfg.precision, device, key="embed.precision")
+    kw = dict(device=device, precision=precision, precision_reason=why, batch_size=cfg.batch_size,
               max_tokens=cfg.max_tokens, windows=cfg.windows, max_windows=cfg.max_windows,
               normalize=cfg.normalize, threads=threads)
     if cfg.backend == "sentence_transformers":
