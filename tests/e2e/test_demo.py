@@ -46,11 +46,18 @@ STAGES_RUN = ["ingest", "annotate", "embed", "classifier", "filter", "tokenizer"
               "mine", "pretrain", "finetune", "generate", "execute"]
 
 
-def _phi1(tmp_path, *extra, timeout=900):
+AUDIT = Path(__file__).with_name("audit")
+
+
+def _phi1(tmp_path, *extra, timeout=900, audit: Path | None = None):
     args = [PHI1, "run", "configs/demo.toml", "--set", f"run.root={tmp_path}", "--set", "run.name=e2e"]
     for s in SHRINK:
         args += ["--set", s]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if audit is not None:  # the same command, every file opened under the run dir recorded per stage
+        args[0:1] = [sys.executable, str(AUDIT / "phi1_audited.py")]
+        env.update(PHI1_AUDIT_FILE=str(audit), PHI1_AUDIT_RUN=str((tmp_path / "e2e").resolve()),
+                   PYTHONPATH=os.pathsep.join([str(AUDIT), env.get("PYTHONPATH", "")]))
     return subprocess.run(args + list(extra), cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -58,8 +65,33 @@ def _phi1(tmp_path, *extra, timeout=900):
 def demo_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     t0 = time.time()
-    r = _phi1(root)
+    r = _phi1(root, audit=root / "opened.tsv")
     return root, r, time.time() - t0
+
+
+def test_every_file_a_stage_opens_is_its_own_or_a_declared_input(demo_run):
+    """Data flows only through the datasets the config names: a stage opens files
+    in its own folder, the run's caches, and the datasets (and their manifests)
+    of the inputs its manifest records — nothing else under the run directory."""
+    root, r, _ = demo_run
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = (root / "e2e").resolve()
+    opened = [line.split("\t") for line in (root / "opened.tsv").read_text().splitlines()]
+    assert {stage for stage, _, _ in opened} >= {"annotate", "embed", "tokenize", "finetune", "execute"}
+    allowed: dict[str, list[Path]] = {}
+    for stage in {s for s, _, _ in opened}:
+        m = json.loads((run / stage / "manifest.json").read_text())
+        ok = [run / f"{stage}.partial", run / "cache"]
+        for datasets in m.get("datasets", {}).values():
+            for d in datasets:
+                producer = d["ref"].split(".")[0]
+                outputs = json.loads((run / producer / "manifest.json").read_text())["outputs"]
+                rel = outputs[d["ref"]]["path"]
+                ok += [run / producer / "manifest.json", (run / producer / rel) if rel != "." else run / producer]
+        allowed[stage] = ok
+    strays = sorted({(stage, path) for stage, _, path in opened
+                     if not any(Path(path) == a or a in Path(path).parents for a in allowed[stage])})
+    assert not strays, "\n".join(f"{s}: {p}" for s, p in strays[:20])
 
 
 def test_demo_runs_every_stage_offline(demo_run):

@@ -15,6 +15,7 @@ import warnings
 from datatrove.data import Document
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
+
 # ----------------------------------------------------------------- line classification
 
 # One token of a "literal line": separators, a one-line string, a number, a
@@ -210,9 +211,3 @@ def build_filters(cfg) -> list[BaseFilter]:
     if cfg.require_python:
         steps.append(PythonSyntaxFilter())
     return steps
-
-
-DROP_REASONS = (
-    "not_utf8", "binary", "too_small", "too_large", "long_line", "generated",
-    "data_literals", "encoded_blob", "syntax_error", "exact_duplicate", "near_duplicate",
-)

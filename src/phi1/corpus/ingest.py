@@ -27,13 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phi1.corpus.config import IngestConfig
+from phi1.corpus.config import FILTER_REASONS, IngestConfig
 from phi1.corpus.sources import ResolvedSource, fingerprint_source, resolve_sources
 from phi1.errors import InputError, Phi1Error
 from phi1.stage import StageContext, StageResult
 
-FILTER_REASONS = ("not_utf8", "binary", "too_small", "too_large", "long_line", "generated",
-                  "data_literals", "encoded_blob", "syntax_error")
 
 
 def fingerprint_sources(config: Any) -> str:

@@ -46,12 +46,9 @@ from phi1.stage import StageContext, StageResult
 SCORE_KEY = "quality_score"
 DEFAULT_BYTES_PER_TOKEN = 3.5  # when the documents' producer did not record its estimate
 
-try:  # datatrove is a hard dependency; the guard keeps `import phi1.quality.filter` cheap to reason about
-    from datatrove.pipeline.base import PipelineStep
-    from datatrove.pipeline.filters.base_filter import BaseFilter
-    from datatrove.utils.batching import batched
-except ImportError as e:  # pragma: no cover
-    raise ImportError(f"phi1's filter stage needs datatrove: {e}") from None
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.utils.batching import batched
 
 
 def doc_size(doc: Any) -> int:
