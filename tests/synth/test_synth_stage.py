@@ -1,0 +1,227 @@
+"""The `synth` stage against the OpenAI-compatible test server with scripted replies:
+every drop reason counted exactly, server faults retried, failed requests re-sent
+alone, references deduplicated, no-endpoint mode, batch files, the dry run."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+from helpers.openai_server import Fault, OpenAIServer
+from helpers.stages import mark_done
+from synth_fixtures import REFERENCES, Script
+
+from phi1.cli import main as cli_main
+from phi1.config import load_config
+from phi1.documents import read_documents
+from phi1.errors import InputError
+from phi1.llm.batch import read_batch_output
+from phi1.manifest import read_manifest
+from phi1.pipeline import Pipeline
+from phi1.synth.records import read_exercises, write_exercises
+
+EXERCISE_KINDS = [
+    "valid", "valid", "valid", "assert_failed", "syntax_error", "no_code", "duplicate_of:0", "near_of:1",
+    "cut_then_fits", "cut_always", "imports", "few_asserts", "runtime_error", "timeout", "no_function",
+    "valid:3", "reference:clamp", "reference:clamp_near",
+]
+TEXTBOOK_KINDS = ["valid", "valid", "no_code", "syntax_error", "too_short", "duplicate_of:0", "near_of:1"]
+
+
+def synth_config(tmp_path: Path, base_url: str | None, *extra: str, textbooks: int = len(TEXTBOOK_KINDS),
+                 exercises: int = len(EXERCISE_KINDS)):
+    overrides = [f"run.root={tmp_path / 'runs'}", "run.name=t", "run.validation_fraction=0.2",
+                 f"synth.textbooks={textbooks}", f"synth.exercises={exercises}", "synth.exercise_max_tokens=200",
+                 "synth.textbook_max_tokens=1000", "synth.chunk_size=5", "synth.diversity_sample=0",
+                 'synth.llm.model="teacher"', 'synth.llm.api_key_env=""', "synth.llm.backoff_base_s=0.01",
+                 "synth.llm.backoff_max_s=0.05", "synth.llm.price_per_1m_input=1.0",
+                 "synth.llm.price_per_1m_output=2.0", "execute.timeout_s=1.0", "execute.workers=2", *extra]
+    if base_url:
+        overrides.append(f'synth.llm.base_urls=["{base_url}"]')
+    return load_config(None, overrides)
+
+
+def run_synth(cfg, force: bool = False) -> dict:
+    Pipeline(cfg, echo=lambda s: None).run(only=["synth"], force=force)
+    return read_manifest(cfg.run_dir / "synth")
+
+
+def write_mine(cfg, script: Script) -> None:
+    """A finished `mine` holding, as mine would cut it, the program seeds 16 and 17 reproduce."""
+    from phi1.synth.mine import mine_source
+
+    folder = mark_done(cfg, "mine")
+    program = REFERENCES["clamp"].replace("NAME", script.names[16]).split("\n\n\nassert")[0] + "\n"
+    recs, _ = mine_source(program, "corpus-doc", "corpus/clamp.py")
+    assert len(recs) == 1
+    write_exercises(folder / "train.jsonl.gz", recs)
+    write_exercises(folder / "val.jsonl.gz", [])
+
+
+def test_every_drop_reason_is_counted_exactly(tmp_path):
+    cfg = synth_config(tmp_path, "http://placeholder/v1", "synth.dedup_against=mine")
+    script = Script(cfg, {"exercises": EXERCISE_KINDS, "textbooks": TEXTBOOK_KINDS})
+    permanent_400 = (lambda req: "Function: `" + script.names[15] + "`" in req.last_user_message,
+                     Fault.bad_request())
+    # every distinct request fails twice (a 500, then a dropped connection) before it is answered
+    with OpenAIServer(script.respond, rules=[permanent_400],
+                      per_request_faults=[Fault.server_error(), Fault.drop()]) as srv:
+        cfg = synth_config(tmp_path, srv.base_url, "synth.dedup_against=mine")
+        write_mine(cfg, script)
+        m = run_synth(cfg)
+        c = m["counts"]
+        expected_ex = {"assert_failed": 1, "syntax_error": 1, "no_code": 1, "duplicate": 1, "near_duplicate": 1,
+                       "cut": 1, "imports": 1, "few_asserts": 1, "runtime_error": 1, "timeout": 1,
+                       "no_function": 1, "request_failed": 1, "duplicate_of_reference": 1,
+                       "near_duplicate_of_reference": 1}
+        assert {k[len("exercises_dropped_"):]: v for k, v in c.items()
+                if k.startswith("exercises_dropped_")} == expected_ex
+        assert c["exercises_kept"] == 4  # seeds 0, 1, 2 and the cut reply that fit when re-asked
+        assert c["exercises_kept"] + sum(expected_ex.values()) == c["exercises_asked"] == len(EXERCISE_KINDS)
+        assert {k[len("textbooks_dropped_"):]: v for k, v in c.items() if k.startswith("textbooks_dropped_")} == {
+            "no_code": 1, "syntax_error": 1, "too_short": 1, "duplicate": 1, "near_duplicate": 1}
+        assert c["textbooks_kept"] == 2
+        assert c["failed"] == 1 and m["failed"] == 1
+
+        # what the server saw: each distinct request answered exactly once, after its two faults
+        ok = srv.ok_counts()
+        assert set(ok.values()) == {1}
+        assert len(ok) == len(EXERCISE_KINDS) - 1 + 2 + len(TEXTBOOK_KINDS)  # minus the 400, plus 2 cut re-asks
+        assert srv.outcomes()["400"] == 1  # not retried
+        ex = m["metrics"]["exercises"]
+        assert ex["cut"] == 1 and m["metrics"]["llm"]["cut_reasks"] == 2
+
+        # the records: mine's format, the seed, prompt id, model and cost in each
+        out = cfg.run_dir / "synth" / "exercises"
+        recs = list(read_exercises(out / "train.jsonl.gz")) + list(read_exercises(out / "val.jsonl.gz"))
+        assert sorted(r.id for r in recs) == [f"synth-exercise-{i:08d}" for i in (0, 1, 2, 8)]
+        for r in recs:
+            assert r.source == "synth:teacher" and r.metadata["prompt_id"] == "exercise-v1"
+            assert r.metadata["model"] == "teacher" and r.metadata["cost_usd"] > 0
+            assert r.metadata["seed"]["name"] == r.metadata["function"] and r.metadata["asserts"] == 3
+            compile(r.prompt + r.solution, r.id, "exec")
+        cut = next(r for r in recs if r.id.endswith("08"))
+        assert cut.metadata["cut_reasks"] == 1
+        docs = list(read_documents(cfg.run_dir / "synth" / "textbooks"))
+        assert [d.id for d in docs] == ["synth-textbook-00000000", "synth-textbook-00000001"]
+        assert "```python" in docs[0].text and docs[0].metadata["prompt_id"] == "textbook-v1"
+
+        # the failed request is re-sent alone by a re-run (the stage is not current), and now succeeds
+        srv.clear_faults()
+        srv.reset_log()
+        assert run_synth(cfg)["counts"]["exercises_kept"] == 5
+        assert [r.outcome for r in srv.requests] == ["ok"]
+        assert script.names[15] in srv.requests[0].last_user_message
+
+
+def test_manifest_reports_cost_error_rate_and_diversity(tmp_path):
+    kinds = ["valid"] * 5 + ["syntax_error"]
+    with OpenAIServer(lambda r: script.respond(r)) as srv:
+        cfg = synth_config(tmp_path, srv.base_url, "synth.diversity_sample=6", textbooks=2, exercises=6)
+        script = Script(cfg, {"exercises": kinds, "textbooks": ["valid", "valid"]})
+        m = run_synth(cfg)
+    ex = m["metrics"]["exercises"]
+    assert ex["error_rate"] == pytest.approx(1 / 6, abs=1e-4) and ex["kept"] == 5
+    est = m["metrics"]["estimate"]
+    assert est["requests"] == 8 and est["live_usd"] > 0 and est["batch_usd"] == pytest.approx(est["live_usd"] / 2,
+                                                                                               abs=0.01)
+    spent = m["metrics"]["llm"]
+    assert spent["cost_usd"] > 0 and spent["sent"] == 8
+    # the data's own cost: every reply used, at list price
+    assert m["metrics"]["data_cost_usd"] == pytest.approx(
+        (spent["prompt_tokens"] * 1.0 + spent["completion_tokens"] * 2.0) / 1e6, rel=1e-6)
+    cov = ex["coverage"]
+    assert cov["seeds"] == 5 and cov["name"]["covered"] == 5 and cov["concept"]["total"] >= 350
+    assert ex["requested_coverage"]["seeds"] == 6
+    assert set(ex["distinct_ngrams"]) == {"records", "distinct_1", "distinct_2", "distinct_3", "distinct_4"}
+    assert ex["imports"] == {"collections": 1, "math": 1}  # the word-count and gcd bodies import inside
+    nn = ex["nearest_neighbour"]
+    assert nn["records"] == 5 and sum(nn["histogram"].values()) == 5 and 0 < nn["mean"] <= 1
+    assert any("estimate:" in line for line in m["summary"]) and any("spent:" in line for line in m["summary"])
+
+
+def test_without_an_endpoint_only_prompts_and_a_batch_file(tmp_path, capsys):
+    cfg = synth_config(tmp_path, None, textbooks=3, exercises=4)
+    m = run_synth(cfg)
+    folder = cfg.run_dir / "synth"
+    assert m["counts"]["exercises_kept"] == 0 and m["counts"]["textbooks_kept"] == 0
+    assert list(read_documents(folder / "textbooks")) == []
+    assert list(read_exercises(folder / "exercises" / "train.jsonl.gz")) == []
+    with gzip.open(folder / "prompts" / "exercises.jsonl.gz", "rt") as fh:
+        prompts = [json.loads(line) for line in fh]
+    assert [p["id"] for p in prompts] == [f"synth-exercise-{i:08d}" for i in range(4)]
+    assert prompts[0]["prompt_id"] == "exercise-v1" and prompts[0]["messages"][-1]["role"] == "user"
+    lines = (folder / "batch" / "requests.jsonl").read_text().splitlines()
+    assert len(lines) == 7
+    first = json.loads(lines[0])
+    assert first["url"] == "/v1/chat/completions" and first["body"]["model"] == "teacher"
+    assert any(s.startswith("no endpoint") for s in m["summary"])
+    assert m["metrics"]["exercises"]["requested_coverage"]["seeds"] == 4
+    assert m["metrics"]["estimate"]["requests"] == 7
+
+
+def batch_output(requests: Path, respond, vllm: bool) -> str:
+    """Answer a Batch API input file the way OpenAI's Batch API (or `vllm run-batch`) writes its output."""
+    out = []
+    for n, line in enumerate(requests.read_text().splitlines()):
+        req = json.loads(line)
+
+        class R:  # what the scripted responder reads
+            last_user_message = req["body"]["messages"][-1]["content"]
+
+        text = respond(R)
+        body = {"id": f"chatcmpl-{n}", "object": "chat.completion", "model": req["body"]["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": len(text) // 4, "total_tokens": 0}}
+        if vllm:
+            out.append({"id": f"vllm-{n}", "custom_id": req["custom_id"],
+                        "response": {"status_code": 200, "request_id": f"r{n}", "body": body}, "error": None})
+        else:
+            out.append({"id": f"batch_req_{n}", "custom_id": req["custom_id"],
+                        "response": {"status_code": 200, "request_id": f"r{n}", "body": body}, "error": None})
+    return "\n".join(json.dumps(o) for o in out) + "\n"
+
+
+@pytest.mark.parametrize("vllm", [False, True], ids=["openai-batch", "vllm-run-batch"])
+def test_batch_files_round_trip(tmp_path, vllm):
+    kinds = ["valid", "valid", "assert_failed"]
+    export = tmp_path / "batch" / "synth.jsonl"
+    cfg = synth_config(tmp_path, None, f"synth.llm.batch_export={export}", textbooks=0, exercises=3)
+    script = Script(cfg, {"exercises": kinds})
+    outcomes = Pipeline(cfg, echo=lambda s: None).run(only=["synth"])
+    assert outcomes["synth"] == "skipped"  # exported, stopped: nothing sent, nothing written
+    files = sorted(export.parent.glob("synth-exercises-*.jsonl"))
+    assert [f.name for f in files] == ["synth-exercises-0000.jsonl"]
+    assert len(files[0].read_text().splitlines()) == 3
+    answers = tmp_path / "batch" / "output.jsonl"
+    answers.write_text(batch_output(files[0], script.respond, vllm))
+    assert len(list(read_batch_output(answers))) == 3
+    cfg = synth_config(tmp_path, None, f"synth.llm.batch_import=['{answers}']", textbooks=0, exercises=3)
+    m = run_synth(cfg)
+    assert m["counts"]["exercises_kept"] == 2 and m["counts"]["exercises_dropped_assert_failed"] == 1
+    assert m["metrics"]["llm"]["sent"] == 0 and m["metrics"]["llm"]["batch"]["imported"] == 3
+
+
+def test_seed_count_beyond_the_space_is_a_config_error(tmp_path):
+    seeds = tmp_path / "space"
+    seeds.mkdir()
+    (seeds / "concepts.txt").write_text("A\n  T\n    one\n")
+    (seeds / "audiences.txt").write_text("x\n")
+    (seeds / "styles.txt").write_text("s: style\n")
+    (seeds / "difficulties.txt").write_text("d: level\n")
+    (seeds / "scenarios.toml").write_text('[[scenario]]\nname = "shop"\nobjects = ["items"]\n')
+    cfg = synth_config(tmp_path, None, f"synth.seed_space={seeds}", textbooks=2, exercises=0)
+    with pytest.raises(InputError, match=r"synth.textbooks = 2 is more than the seed space holds \(1 distinct"):
+        Pipeline(cfg, echo=lambda s: None).run(only=["synth"])
+
+
+def test_dry_run_prints_plan_coverage_and_cost(capsys, repo_root):
+    assert cli_main(["synth-plan", str(repo_root / "configs" / "phi-1.toml"),
+                     "--set", "synth.textbooks=3000", "--set", "synth.exercises=5000"]) == 0
+    out = capsys.readouterr().out
+    assert "distinct seeds:" in out and "textbooks: 3,000 requests" in out and "exercises: 5,000 requests" in out
+    assert "exercises seed coverage:" in out and "function names" in out
+    assert "estimate: 8,000 requests" in out and "with a Batch API" in out
