@@ -107,13 +107,40 @@ def test_greedy_asks_once_per_task_and_copies(openai_server_factory, tmp_path):
     assert "def unrelated" in samples[0]["completion"]
 
 
-def test_failed_requests_stop_the_stage_with_one_line(openai_server_factory, tmp_path, capsys):
+def test_failed_requests_are_failed_items_and_a_rerun_sends_exactly_those(openai_server_factory, tmp_path, capsys):
+    """A request that fails after the client's retries leaves its task with empty
+    completions (failing, so pass@k still covers every problem) and the stage
+    stale; a request the endpoint rejects as such (400) is not retried."""
     srv = openai_server_factory(responder=completion_responder,
-                                rules=[(lambda r: "f1(" in r.prompt_text, Fault.bad_request())])
+                                rules=[(lambda r: "f1(" in r.prompt_text, Fault("500")),
+                                       (lambda r: "f2(" in r.prompt_text, Fault.bad_request())])
+    config = write_config(tmp_path, srv.base_url, "")
+    config.write_text(config.read_text().replace("backoff_base_s = 0.01", "backoff_base_s = 0.01\nmax_retries = 1"))
+    cfg = load_config(config)
+    mark_done(cfg, "finetune")
+    assert main(["generate", "--config", str(config)]) == 0
+    out = cfg.run_dir / "generate"
+    m = read_manifest(out)
+    assert m["failed"] == 1 and m["generation"]["usage"]["rejected_tasks"] == 1
+    samples = {s["task_id"]: s["completion"] for s in read_jsonl(out / "samples.jsonl")}
+    assert samples["Toy/1"] == "" and samples["Toy/2"] == "" and samples["Toy/0"]
+    assert "1 item(s) failed" in capsys.readouterr().out
+
+    srv.rules.clear()  # the endpoint recovers
+    srv.reset_log()
+    assert main(["generate", "--config", str(config)]) == 0
+    assert sorted(r.prompt_text.split("(")[0][-2:] for r in srv.requests) == ["f1", "f2"]  # not f0: cached
+    m = read_manifest(out)
+    assert m["failed"] == 0
+    assert all(c for c in (s["completion"] for s in read_jsonl(out / "samples.jsonl")))
+
+
+def test_when_every_request_fails_the_stage_fails_with_one_line(openai_server_factory, tmp_path, capsys):
+    srv = openai_server_factory(responder=completion_responder, rules=[(lambda r: True, Fault.bad_request())])
     config = write_config(tmp_path, srv.base_url, "")
     cfg = load_config(config)
     mark_done(cfg, "finetune")
     assert main(["generate", "--config", str(config)]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("error: generate: 1 of 3 completion requests") and "Toy/1" in err and "400" in err
+    assert err.startswith("error: generate: all 3 completion requests") and "400" in err
     assert not (cfg.run_dir / "generate").exists()

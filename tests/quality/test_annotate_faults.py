@@ -74,6 +74,34 @@ def test_failed_requests_leave_the_stage_not_current_and_a_plain_rerun_resends_e
     assert _manifest(cfg)["run_id"] == m["run_id"]
 
 
+def test_a_request_the_endpoint_rejects_is_invalid_not_failed(openai_server_factory, tmp_path, capsys):
+    """HTTP 400 for one prompt (say, too long for the model) gets the same answer in
+    every run: it is recorded as invalid with the reason, and the stage is current;
+    a 401 (a key to fix) stays failed, so a re-run asks again."""
+    docs = _docs(12)
+    srv = openai_server_factory(responder=lambda r: f"Fine.\nEducational score: {_doc_index(r) % 6}",
+                                rules=[(lambda r: _doc_index(r) == 4, Fault("400")),
+                                       (lambda r: _doc_index(r) == 9, Fault("401"))])
+    cfg = _setup(tmp_path, _llm_toml(srv.base_url, "samples = 12\nmax_failed_fraction = 0.5", api_key_env="",
+                                     max_retries=1).replace("samples = 22\n", ""), docs=docs)
+    assert main(["run", str(cfg), "--only", "annotate"]) == 0
+    m = _manifest(cfg)
+    assert m["failed"] == 1 and m["counts"]["failed"] == 1
+    labels = {r["id"]: r for r in _labels(cfg)}
+    rejected = labels["gen/m004.py"]
+    assert not rejected["valid"] and rejected["invalid"].startswith("rejected by the endpoint: HTTP 400")
+    assert "error" in labels["gen/m009.py"]
+    srv.rules.pop()  # the key is fixed
+    srv.reset_log()
+    assert main(["run", str(cfg), "--only", "annotate"]) == 0
+    sent = {_doc_index(r) for r in srv.requests}
+    assert sent == {4, 9}  # the rejected one is asked again only because the stage re-runs (no cache of errors)
+    assert _manifest(cfg)["failed"] == 0
+    srv.reset_log()
+    assert main(["run", str(cfg), "--only", "annotate"]) == 0
+    assert srv.requests == []  # current: rejected requests do not keep a stage stale
+
+
 # --------------------------------------------------------------------------- 3. the key in error texts
 
 
@@ -99,8 +127,10 @@ def test_the_key_in_long_error_texts_reaches_no_label_manifest_screen_or_excepti
                  docs=docs)
     assert main(["run", str(cfg), "--only", "annotate"]) == 0  # every request failed, and that is allowed
     labels = _labels(cfg)
-    assert len(labels) == len(docs) and all(r["error"] and len(r["error"]) <= ERROR_CHARS for r in labels)
-    assert sum("***" in r["error"] for r in labels) >= len(offsets) // 2  # masked wherever the cut kept it
+    # a 500 is a failure (error), a 400 the endpoint rejecting the request (invalid, with the error text)
+    texts = [r.get("error") or r["invalid"].removeprefix("rejected by the endpoint: ") for r in labels]
+    assert len(labels) == len(docs) and all(t and len(t) <= ERROR_CHARS for t in texts)
+    assert sum("***" in t for t in texts) >= len(offsets) // 2  # masked wherever the cut kept it
     out, err = capfd.readouterr()
     files = {p.name: p.read_text(errors="replace") for p in (_run_dir(cfg)).rglob("*")
              if p.is_file() and p.suffix in (".jsonl", ".json")}

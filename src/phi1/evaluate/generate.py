@@ -402,22 +402,38 @@ def generate_endpoint(
     <run>/finetune/model``) through `phi1.llm`: cached, so an interrupted or
     repeated run sends only what never came back. Returns the generations and
     the client's usage. The stops are sent *and* applied here: some servers
-    cap or ignore ``stop``."""
+    cap or ignore ``stop``.
+
+    A request that still fails after the client's retries gives its task empty
+    completions (``finish_reason = "error"``: they fail their tests, so pass@k
+    stays over every problem) and is counted in ``usage["failed_tasks"]``; the
+    stage reports them as failed items, so a plain re-run asks exactly those
+    again (the answered ones come from the cache). One the endpoint rejects as
+    such (HTTP 400/413/422: a prompt too long for it, say) is counted in
+    ``usage["rejected_tasks"]`` and not retried. When every request fails the
+    stage fails."""
     import asyncio
 
     from phi1.llm import LLMClient
 
     requests = endpoint_requests(problems, cfg, seed)
-    with LLMClient(cfg.llm, cache_path, desc="generate") as client:
+    with LLMClient(cfg.llm, cache_path, desc="generate", log=log) as client:
         results = asyncio.run(client.complete_many(requests))
-        usage = client.usage
-    failed = [(p["task_id"], r.error) for p, r in zip(problems, results) if not r.ok]
-    if failed:
-        raise Phi1Error(f"generate: {len(failed)} of {len(problems)} completion requests to "
-                        f"{', '.join(cfg.llm.base_urls)} failed (first: {failed[0][0]}: {failed[0][1]}); "
-                        "re-run to retry them (answered ones are cached)")
+        usage = dict(client.usage)
+    errors = [(p["task_id"], r) for p, r in zip(problems, results) if not r.ok]
+    if errors and len(errors) == len(problems):
+        raise Phi1Error(f"generate: all {len(problems)} completion requests to {', '.join(cfg.llm.base_urls)} "
+                        f"failed (first: {errors[0][0]}: {errors[0][1].error}); fix the endpoint and re-run")
+    usage["failed_tasks"] = sum(1 for _, r in errors if r.failed)
+    usage["rejected_tasks"] = sum(1 for _, r in errors if r.rejected)
+    if errors:
+        log(f"{len(errors)} of {len(problems)} requests failed ({usage['rejected_tasks']} rejected by the endpoint); "
+            f"their tasks get empty completions (first: {errors[0][0]}: {errors[0][1].error})")
     gens = []
     for p, req, res in zip(problems, requests, results):
+        if not res.ok:
+            gens.extend(Generation(p["task_id"], i, "", "", "error") for i in range(req.n))
+            continue
         if len(res.texts) != req.n:
             raise Phi1Error(f"generate: the endpoint returned {len(res.texts)} choices for "
                             f"{p['task_id']}, asked for n={req.n}")
@@ -443,6 +459,7 @@ def run(ctx: Any) -> Any:
     ctx.log(f"{len(problems)} problems from {cfg.problems!r}, {cfg.n_samples} sample(s) each, "
             f"{'greedy' if cfg.temperature == 0 else f'temperature {cfg.temperature}, top_p {cfg.top_p}'}, "
             f"backend {cfg.backend}")
+    failed = 0
     record: dict[str, Any] = {
         "backend": cfg.backend, "problems": cfg.problems, "n_problems": len(problems),
         "n_samples": cfg.n_samples, "temperature": cfg.temperature,
@@ -475,6 +492,7 @@ def run(ctx: Any) -> Any:
         gens, usage = generate_endpoint(problems, cfg, seed=seed,
                                         cache_path=resolve_cache_path(cfg.llm, ctx.run_dir), log=ctx.log)
         record.update({"model": cfg.llm.model, "base_urls": list(cfg.llm.base_urls), "usage": usage})
+        failed = usage.get("failed_tasks", 0)
 
     samples = expand_samples(gens, cfg.n_samples)
     write_jsonl(ctx.work_dir / PROBLEMS, problems)
@@ -498,6 +516,7 @@ def run(ctx: Any) -> Any:
             f"samples: {ctx.run_dir / 'generate' / SAMPLES}",
         ],
         extra={"generation": record},
+        failed=failed,
     )
 
 

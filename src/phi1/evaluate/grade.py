@@ -114,8 +114,8 @@ def grade_jobs(
             retry: list[GradeJob] = []
             for job, res in zip(pending, results):
                 job.attempts = attempt
-                job.failed = not res.ok
-                if not res.ok:
+                job.failed = res.failed
+                if not res.ok:  # a rejected request (HTTP 400/413/422) is excluded as invalid, not failed
                     job.error = res.error or "request failed"
                     continue
                 job.raw = res.text

@@ -58,7 +58,8 @@ from phi1.llm.config import LLMConfig
 from phi1.llm.endpoints import Endpoint, EndpointPool
 from phi1.llm.limits import RateLimiter
 from phi1.llm.redact import Redactor, redacting_logs
-from phi1.llm.retry import backoff_delay, is_retryable_status, parse_retry_after, retry_after_text
+from phi1.llm.retry import (backoff_delay, is_rejection, is_retryable_status, parse_retry_after,
+                            retry_after_text)
 from phi1.llm.schema import (
     AnyRequest,
     ChatRequest,
@@ -408,7 +409,8 @@ class LLMClient:
             last = o.message
             if not o.retryable:
                 self.meter.errors += 1
-                return LLMResult(error=o.message, key=key, attempts=attempt + 1)
+                rejected = o.reason.isdigit() and is_rejection(int(o.reason))
+                return LLMResult(error=o.message, key=key, attempts=attempt + 1, rejected=rejected)
             if attempt + 1 < attempts:
                 self.meter.retries += 1
                 await asyncio.sleep(backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_max_s,

@@ -12,8 +12,19 @@ from typing import Mapping
 RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 
+# The endpoint refuses the request itself (too long a prompt, a bad parameter):
+# asking again, now or in a later run, gets the same answer. Other refusals
+# (401/403 keys, 404 model names) are about the setup, which a user fixes and
+# then re-runs: those stay "failed", so a re-run asks again.
+REJECTED_STATUS = frozenset({400, 413, 422})
+
+
 def is_retryable_status(status: int) -> bool:
     return status in RETRYABLE_STATUS or status >= 500
+
+
+def is_rejection(status: int) -> bool:
+    return status in REJECTED_STATUS
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random,

@@ -75,6 +75,9 @@ class LLMResult:
     usage_estimated: bool = False
     cost_usd: float | None = None
     cut_reasks: int = 0  # re-asks with a larger max_tokens after a cut reply
+    # the endpoint refused this very request (HTTP 400/413/422): not worth asking
+    # again in a re-run, so callers record it as invalid rather than failed
+    rejected: bool = False
 
     @property
     def text(self) -> str | None:
@@ -83,6 +86,11 @@ class LLMResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def failed(self) -> bool:
+        """An error a later run may not get (transport, limits, setup): re-run to retry."""
+        return self.error is not None and not self.rejected
 
     @property
     def truncated(self) -> bool:

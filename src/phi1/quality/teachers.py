@@ -107,6 +107,9 @@ def llm_labels(docs: list[SampledDoc], llm_cfg: Any, prompt: str, max_chars: int
             for i, res in zip(todo, results):
                 lab = labels[i]
                 lab.attempts += 1 + res.cut_reasks
+                if res.rejected:  # the endpoint refuses this request as such: invalid, not retried
+                    lab.invalid = f"rejected by the endpoint: {res.error}"
+                    continue
                 if not res.ok:
                     lab.error = res.error
                     continue
