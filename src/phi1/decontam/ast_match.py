@@ -65,6 +65,7 @@ _NAMED = {  # node class -> the fields holding an identifier (written with keep_
     ast.ExceptHandler: ("name",),
 }
 _DOC_HOLDERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_SLACK = 1e-6  # below a cutoff handed to rapidfuzz (its float rounding drops rates equal to it)
 
 
 @dataclass(frozen=True)
@@ -84,52 +85,66 @@ def _text_symbol(kind: str, text: str) -> str:
     return chr(0x10000 + h % 0xF0000)
 
 
-def _strip_docstrings_and_imports(tree: ast.Module) -> None:
-    tree.body = [s for s in tree.body if not isinstance(s, (ast.Import, ast.ImportFrom))]
-    for node in ast.walk(tree):
-        if isinstance(node, _DOC_HOLDERS):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:]
+def _is_docstring(stmt: ast.AST) -> bool:
+    return isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+
+
+def node_label(node: ast.AST, options: AstOptions = AstOptions()) -> str:
+    """The symbol(s) one node writes into the linearization."""
+    if isinstance(node, ast.Constant):
+        lit = _LITERAL.get(type(node.value), _OTHER_LITERAL)
+        return lit + _text_symbol("lit", repr(node.value)) if options.keep_literals else lit
+    out = _SYMBOL[type(node)]
+    if options.keep_names and type(node) in _NAMED:
+        for f in _NAMED[type(node)]:
+            v = getattr(node, f, None)
+            for name in (v if isinstance(v, list) else [v]):
+                if name:
+                    out += _text_symbol("name", name)
+    return out
+
+
+def node_children(node: ast.AST) -> list[ast.AST]:
+    """The children that count: not Load/Store/Del contexts, not a body's
+    docstring, not a module's imports (constants have none)."""
+    if isinstance(node, ast.Constant):
+        return []
+    kids = [c for c in ast.iter_child_nodes(node) if not isinstance(c, _CONTEXT)]
+    if isinstance(node, _DOC_HOLDERS) and node.body:
+        body = node.body
+        drop = [body[0]] if _is_docstring(body[0]) else []
+        if isinstance(node, ast.Module):
+            drop += [st for st in body if isinstance(st, (ast.Import, ast.ImportFrom))]
+        if drop:
+            ids = {id(d) for d in drop}
+            kids = [c for c in kids if id(c) not in ids]
+    return kids
 
 
 def linearize_tree(tree: ast.AST, options: AstOptions = AstOptions()) -> str:
-    """The symbol string of a parsed tree (docstrings already dropped or not)."""
+    """The symbol string of a parsed tree: `node_label` of every node that
+    counts (`node_children`), in pre-order."""
     out: list[str] = []
-    keep_names, keep_literals = options.keep_names, options.keep_literals
     stack = [tree]
-    while stack:
+    while stack:  # iterative: deep trees do not hit the recursion limit
         node = stack.pop()
-        cls = type(node)
-        if isinstance(node, ast.Constant):
-            out.append(_LITERAL.get(type(node.value), _OTHER_LITERAL))
-            if keep_literals:
-                out.append(_text_symbol("lit", repr(node.value)))
-            continue
-        out.append(_SYMBOL[cls])
-        if keep_names and cls in _NAMED:
-            for f in _NAMED[cls]:
-                v = getattr(node, f, None)
-                for name in (v if isinstance(v, list) else [v]):
-                    if name:
-                        out.append(_text_symbol("name", name))
-        children = [c for c in ast.iter_child_nodes(node) if not isinstance(c, _CONTEXT)]
-        stack.extend(reversed(children))
+        out.append(node_label(node, options))
+        stack.extend(reversed(node_children(node)))
     return "".join(out)
+
+
+def parse_snippet(source: str) -> ast.Module | None:
+    """``ast.parse``, or None when the snippet does not parse (or is too deep to)."""
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return None
 
 
 def linearize(source: str, options: AstOptions = AstOptions()) -> str | None:
     """The linearized, normalized AST of a snippet; None when it does not parse."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
-        return None
-    _strip_docstrings_and_imports(tree)
-    try:
-        return linearize_tree(tree, options)
-    except RecursionError:  # pragma: no cover - iterative walk; kept for odd trees
-        return None
+    tree = parse_snippet(source)
+    return None if tree is None else linearize_tree(tree, options)
 
 
 def match_rate(a: str, b: str, score_cutoff: float = 0.0) -> float:
@@ -138,7 +153,9 @@ def match_rate(a: str, b: str, score_cutoff: float = 0.0) -> float:
 
     if not a and not b:
         return 1.0
-    return float(Levenshtein.normalized_similarity(a, b, score_cutoff=score_cutoff or None))
+    cut = score_cutoff - _SLACK if score_cutoff > 0 else None  # see AstIndex.match: keep a rate equal to the cutoff
+    rate = float(Levenshtein.normalized_similarity(a, b, score_cutoff=cut))
+    return rate if rate >= score_cutoff - 1e-12 else 0.0
 
 
 def snippet_match_rate(a: str, b: str, options: AstOptions = AstOptions()) -> float | None:
@@ -223,8 +240,11 @@ class AstIndex:
             # which rapidfuzz spreads over `workers` threads.
             for a, b, r0, r1 in _band_groups(lo, hi):
                 choices = sorted_records[r0:r1]
+                # rapidfuzz's cutoff loses a rate exactly equal to it (float rounding: 4 edits in 20
+                # symbols, 0.8, fails score_cutoff=0.8). Ask for a little less, then cut exactly.
                 scores = process.cdist(self._strings[a:b], choices, scorer=Levenshtein.normalized_similarity,
-                                       score_cutoff=c, dtype=np.float64, workers=self.workers)
+                                       score_cutoff=c - _SLACK, dtype=np.float64, workers=self.workers)
+                scores[scores < c - 1e-12] = 0.0
                 compared += (b - a) * (r1 - r0)
                 self._fold(scores, a, r0, ok, nearest, rate, pbest, pbest_rec, pcounts)
         return AstMatches(nearest, rate, pbest, pbest_rec, pcounts, pairs=n * p, compared=compared)
@@ -249,7 +269,7 @@ class AstIndex:
         pbest[probs[improve]] = row_rate[improve]
         pbest_rec[probs[improve]] = rec_idx[row_best[improve]]
         for k, t in enumerate(self.thresholds):
-            pcounts[probs, k] += (scores >= t - 1e-9).sum(axis=1)
+            pcounts[probs, k] += (scores >= t - 1e-12).sum(axis=1)
 
 
 def _band_groups(lo: np.ndarray, hi: np.ndarray, slack: float = 1.5) -> Iterable[tuple[int, int, int, int]]:

@@ -80,9 +80,19 @@ def check_file(train: str | Path, out: str | Path, problems: str = "humaneval", 
     from phi1.files import atomic_open, jsonl_line
 
     train, out = Path(train), Path(out)
+    if not train.is_file():
+        raise InputError(f"training file not found: {train}")
     if out.resolve() == train.resolve():
         raise InputError(f"--out {out} is the training file itself: choose another path")
     probs = load_problems(problems)
+    rates = None
+    if results:  # read before the long part: a bad results file fails now
+        from phi1.decontam.table3 import read_pass_rates
+
+        rates = read_pass_rates(results)
+        if not set(rates) & set(probs):
+            raise InputError(f"{results}: none of its task_ids ({next(iter(rates))!r}, ...) is among the "
+                             f"problems of {problems!r}")
     embedder = None
     if options.uses("embedding"):
         from phi1.decontam.embedding import build_normalized_embedder
@@ -96,15 +106,15 @@ def check_file(train: str | Path, out: str | Path, problems: str = "humaneval", 
     index = ProblemIndex.build(probs.values(), options, embedder)
     scanner = Scanner(index, options, embedder)
     n = 0
-    with atomic_open(out, "w") as fh, tqdm(desc="contamination", unit=" records", disable=not progress) as bar:
+    with atomic_open(out, "w") as fh, tqdm(desc="contamination", unit=" records",
+                                           disable=None if progress else True) as bar:  # None: on a terminal
         for batch in _batches(read_training_jsonl(train, text_field), batch_size):
             for row in scanner.scan(batch):
                 fh.write(jsonl_line(row) + "\n")
             n += len(batch)
             bar.update(len(batch))
-    if n == 0:
-        out.unlink(missing_ok=True)
-        raise InputError(f"{train}: no records in the file")
+        if n == 0:  # raised inside: the temporary file is dropped, an older OUT stays as it was
+            raise InputError(f"{train}: no records in the file")
     lines = summary_lines(scanner.tally, index, options) + [f"rows -> {out}"]
     lines[0] += f" in {time.time() - t0:.1f}s"
     report = FileReport(n, out, lines, problem_rows(scanner.tally, index, options))
@@ -116,13 +126,10 @@ def check_file(train: str | Path, out: str | Path, problems: str = "humaneval", 
         fmt = "markdown" if str(evidence).endswith(".md") else "html"
         report.evidence = write_evidence(evidence, ev, fmt, [f"{train} against {problems}"] + lines[:1])
         lines.append(f"evidence ({len(ev)} pairs) -> {evidence}")
-    if results:
-        from phi1.decontam.table3 import compute_table3, read_pass_rates
+    if rates is not None:
+        from phi1.decontam.table3 import compute_table3
 
         similar = {r["task_id"]: r["similar_at"] for r in report.problems}
-        rates = read_pass_rates(results)
-        if not set(rates) & set(similar):
-            raise InputError(f"{results}: none of its task_ids is among the problems of {problems!r}")
         report.table3 = compute_table3(similar, rates, options.taus)
         lines += report.table3.lines()
     for line in lines:

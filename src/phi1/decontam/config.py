@@ -43,7 +43,7 @@ class DecontamConfig:
         0.0, ge=0, le=2, doc="flag a record whose unit-vector L2 distance to a problem is <= this "
         "(0 = record distances, never flag by them)")
     ann_min_problems: int = option(50_000, ge=1, doc="use a faiss HNSW index (if installed) from this many "
-                                   "problems; exact search below", execution=True)
+                                   "problems; exact search below")
     evidence: Literal["html", "markdown"] = option("html", doc="format of evidence.html / evidence.md")
     evidence_per_problem: int = option(3, ge=0, doc="flagged pairs shown per problem and signal (0 = none)")
     batch_size: int = option(2048, ge=1, doc="records per batch in a scan task", execution=True)
