@@ -116,10 +116,10 @@ def test_every_drop_reason_is_counted_exactly(tmp_path):
         assert script.names[15] in srv.requests[0].last_user_message
 
 
-def test_manifest_reports_cost_error_rate_and_diversity(tmp_path):
+def test_manifest_reports_cost_error_rate_and_coverage(tmp_path):
     kinds = ["valid"] * 5 + ["syntax_error"]
     with OpenAIServer(lambda r: script.respond(r)) as srv:
-        cfg = synth_config(tmp_path, srv.base_url, "synth.diversity_sample=6", textbooks=2, exercises=6)
+        cfg = synth_config(tmp_path, srv.base_url, textbooks=2, exercises=6)
         script = Script(cfg, {"exercises": kinds, "textbooks": ["valid", "valid"]})
         m = run_synth(cfg)
     ex = m["metrics"]["exercises"]
@@ -137,9 +137,19 @@ def test_manifest_reports_cost_error_rate_and_diversity(tmp_path):
     assert ex["requested_coverage"]["seeds"] == 6
     assert set(ex["distinct_ngrams"]) == {"records", "distinct_1", "distinct_2", "distinct_3", "distinct_4"}
     assert ex["imports"] == {"collections": 1, "math": 1}  # the word-count and gcd bodies import inside
-    nn = ex["nearest_neighbour"]
-    assert nn["records"] == 5 and sum(nn["histogram"].values()) == 5 and 0 < nn["mean"] <= 1
+    assert "nearest_neighbour" not in ex  # diversity_sample = 0
     assert any("estimate:" in line for line in m["summary"]) and any("spent:" in line for line in m["summary"])
+
+
+@pytest.mark.slow  # loads all-MiniLM-L6-v2 (~20 s on a busy 2-core machine)
+def test_nearest_neighbour_histogram_over_embed_vectors(tmp_path):
+    with OpenAIServer(lambda r: script.respond(r)) as srv:
+        cfg = synth_config(tmp_path, srv.base_url, "synth.diversity_sample=4", textbooks=2, exercises=5)
+        script = Script(cfg, {"exercises": ["valid"] * 5, "textbooks": ["valid", "valid"]})
+        m = run_synth(cfg)
+    nn = m["metrics"]["exercises"]["nearest_neighbour"]
+    assert nn["records"] == 4 and sum(nn["histogram"].values()) == 4 and 0 < nn["mean"] <= 1
+    assert m["metrics"]["textbooks"]["nearest_neighbour"]["records"] == 2
 
 
 def test_without_an_endpoint_only_prompts_and_a_batch_file(tmp_path, capsys):
@@ -225,3 +235,98 @@ def test_dry_run_prints_plan_coverage_and_cost(capsys, repo_root):
     assert "distinct seeds:" in out and "textbooks: 3,000 requests" in out and "exercises: 5,000 requests" in out
     assert "exercises seed coverage:" in out and "function names" in out
     assert "estimate: 8,000 requests" in out and "with a Batch API" in out
+
+
+def config_file(tmp_path: Path, base_url: str, exercises: int, chunk_size: int) -> Path:
+    path = tmp_path / "synth.toml"
+    path.write_text(f"""
+[run]
+root = "{tmp_path / 'runs'}"
+name = "t"
+validation_fraction = 0.2
+
+[execute]
+timeout_s = 1.0
+workers = 2
+
+[synth]
+exercises = {exercises}
+exercise_max_tokens = 200
+chunk_size = {chunk_size}
+diversity_sample = 0
+
+[synth.llm]
+base_urls = ["{base_url}"]
+model = "teacher"
+api_key_env = ""
+timeout_s = 60
+concurrency = 2
+price_per_1m_input = 1.0
+price_per_1m_output = 2.0
+""")
+    return path
+
+
+def cache_rows(path: Path) -> int:
+    import sqlite3
+
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
+def test_killed_run_resumes_and_nothing_paid_for_is_sent_again(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    kinds = ["valid:0", "assert_failed", "valid:1", "no_code", "valid:2", "duplicate_of:0", "syntax_error",
+             "valid:3", "imports", "valid:4", "few_asserts", "runtime_error"]
+    k = 7  # replies before the server hangs: chunks 1 and 2 (3 seeds each) finish, chunk 3 has one reply
+    with OpenAIServer(lambda r: script.respond(r), rules=[(lambda r: r.seq >= k, Fault.slow(30))]) as srv:
+        path = config_file(tmp_path, srv.base_url, len(kinds), 3)
+        cfg = load_config(path)
+        script = Script(cfg, {"exercises": kinds})
+        partial = cfg.run_dir / "synth.partial" / "parts"
+        cache = cfg.run_dir / "cache" / "llm.sqlite"
+        phi1 = str(Path(sys.executable).with_name("phi1"))
+        args = [phi1, "synth", "--config", str(path)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not (
+                    cache_rows(cache) >= k and (partial / "exercises-00001.json").exists()):
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.05)
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait(timeout=10)
+        first = srv.ok_counts()
+        assert len(first) == k and set(first.values()) == {1}
+        assert not (cfg.run_dir / "synth").exists()  # no finished-looking output
+
+        srv.rules.clear()
+        srv.reset_log()
+        done = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr
+        assert "resuming interrupted attempt" in done.stdout
+        assert "2 of 4 chunks were finished by the interrupted attempt" in done.stdout
+        second = srv.ok_counts()
+        assert set(second.values()) == {1} and not set(first) & set(second)  # nothing paid for is sent again
+        assert len(first) + len(second) == len(kinds)
+    m = read_manifest(cfg.run_dir / "synth")
+    assert m["metrics"]["llm"]["sent"] == len(second) and m["metrics"]["llm"]["cache_hits"] == 1
+    c = m["counts"]
+    reasons = ("duplicate", "assert_failed", "no_code", "syntax_error", "imports", "few_asserts", "runtime_error")
+    assert c["exercises_kept"] == 5
+    assert {k[len("exercises_dropped_"):]: v for k, v in c.items() if k.startswith("exercises_dropped_")} == \
+        dict.fromkeys(reasons, 1)
