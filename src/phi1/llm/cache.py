@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from phi1.errors import Phi1Error
+from phi1.files import jsonl_line
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -78,7 +79,8 @@ class ResponseCache:
         self.put_many([(key, url, request, response, source)])
 
     def put_many(self, rows: Iterable[tuple[str, str, dict[str, Any], dict[str, Any], str]]) -> int:
-        data = [(k, u, json.dumps(req, ensure_ascii=False), json.dumps(resp, ensure_ascii=False), s, time.time())
+        # jsonl_line: a reply holding a lone surrogate (valid JSON, not UTF-8) is stored escaped, not a crash
+        data = [(k, u, jsonl_line(req), jsonl_line(resp), s, time.time())
                 for k, u, req, resp, s in rows]
         if not data:
             return 0
