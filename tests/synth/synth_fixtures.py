@@ -169,6 +169,8 @@ class Script:
         raise ValueError(what)
 
     def textbook_reply(self, i: int, what: str) -> str:
+        if what == "valid_surrogate":  # a lone surrogate: valid JSON, not valid UTF-8
+            return textbook(i) + "Done \ud800 here.\n"
         if what.startswith("valid"):
             return textbook(i)
         if what == "no_code":

@@ -27,7 +27,8 @@ EXERCISE_KINDS = [
     "cut_then_fits", "cut_always", "imports", "few_asserts", "runtime_error", "timeout", "no_function",
     "valid:3", "reference:clamp", "reference:clamp_near",
 ]
-TEXTBOOK_KINDS = ["valid", "valid", "no_code", "syntax_error", "too_short", "duplicate_of:0", "near_of:1"]
+TEXTBOOK_KINDS = ["valid", "valid", "no_code", "syntax_error", "too_short", "duplicate_of:0", "near_of:1",
+                  "valid_surrogate"]
 
 
 def synth_config(tmp_path: Path, base_url: str | None, *extra: str, textbooks: int = len(TEXTBOOK_KINDS),
@@ -82,7 +83,7 @@ def test_every_drop_reason_is_counted_exactly(tmp_path):
         assert c["exercises_kept"] + sum(expected_ex.values()) == c["exercises_asked"] == len(EXERCISE_KINDS)
         assert {k[len("textbooks_dropped_"):]: v for k, v in c.items() if k.startswith("textbooks_dropped_")} == {
             "no_code": 1, "syntax_error": 1, "too_short": 1, "duplicate": 1, "near_duplicate": 1}
-        assert c["textbooks_kept"] == 2
+        assert c["textbooks_kept"] == 3
         assert c["failed"] == 1 and m["failed"] == 1
 
         # what the server saw: each distinct request answered exactly once, after its two faults
@@ -105,7 +106,8 @@ def test_every_drop_reason_is_counted_exactly(tmp_path):
         cut = next(r for r in recs if r.id.endswith("08"))
         assert cut.metadata["cut_reasks"] == 1
         docs = list(read_documents(cfg.run_dir / "synth" / "textbooks"))
-        assert [d.id for d in docs] == ["synth-textbook-00000000", "synth-textbook-00000001"]
+        assert [d.id for d in docs] == [f"synth-textbook-{i:08d}" for i in (0, 1, 7)]
+        assert "Done ? here." in docs[2].text  # the lone surrogate is replaced, the record kept
         assert "```python" in docs[0].text and docs[0].metadata["prompt_id"] == "textbook-v1"
 
         # the failed request is re-sent alone by a re-run (the stage is not current), and now succeeds

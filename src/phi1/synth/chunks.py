@@ -65,6 +65,13 @@ class ChunkResult:
                    d.get("completion_tokens", 0), d.get("cost_usd"))
 
 
+def clean_text(text: str) -> str:
+    """A reply as text every writer and reader takes: lone surrogates (valid in
+    JSON, not in UTF-8) become "?", NUL characters are removed."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "") if not text.isascii() or \
+        "\x00" in text else text
+
+
 def part_paths(folder: Path, kind: str, chunk: int) -> tuple[Path, Path, Path]:
     stem = folder / PARTS / f"{kind}-{chunk:05d}"
     return stem.with_suffix(".jsonl.gz"), stem.with_suffix(".npy"), stem.with_suffix(".json")
@@ -112,7 +119,7 @@ class ChunkWorker:
             if r.truncated:
                 res.dropped[CUT] += 1
                 continue
-            text = r.text or ""
+            text = clean_text(r.text or "")
             if plan.kind == "textbooks":
                 check = check_textbook(text, self.min_textbook_chars)
                 if check.reason:
