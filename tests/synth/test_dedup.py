@@ -89,3 +89,19 @@ def test_a_record_is_compared_with_kept_records_only():
     assert similarity(sb, sc) > 0.8 > similarity(sa, sc)
     res = deduplicate(["a", "b", "c"], np.stack([sa, sb, sc]), 0.8)
     assert res.reasons == [None, "near_duplicate", None]  # b is dropped, so c is judged against a only
+
+
+def test_unrelated_texts_are_never_near_duplicates():
+    # Regression: with multipliers below 2^32 the permutations were monotone in the shingle hash, so two
+    # texts sharing a single shingle of small hash got (nearly) identical signatures.
+    rng = random.Random(0)
+    vocab = ["x", "y", "total", "for", "in", "(", ")", ":", "=", "+", "return", "if", "def"] + \
+        [f"v{i}" for i in range(300)]
+    texts = [" ".join(rng.choice(vocab) for _ in range(150)) for _ in range(3000)]
+    h = MinHasher()
+    sigs = h.signatures(texts)
+    assert deduplicate([str(i) for i in range(len(texts))], sigs, 0.8).dropped() == {}
+    # two texts sharing only a shingle whose hash is tiny
+    shared = next(f"aa bb cc dd q{i}" for i in range(10**7) if h.shingles(f"aa bb cc dd q{i}")[0] < 2**16)
+    a, b = shared + " " + words(150, 1), shared + " " + words(150, 2)
+    assert jaccard(a, b) < 0.05 and similarity(h.signature(a), h.signature(b)) < 0.2

@@ -188,9 +188,8 @@ def batch_output(requests: Path, respond, vllm: bool) -> str:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                              "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 100, "completion_tokens": len(text) // 4, "total_tokens": 0}}
-        if vllm:
-            out.append({"id": f"vllm-{n}", "custom_id": req["custom_id"],
-                        "response": {"status_code": 200, "request_id": f"r{n}", "body": body}, "error": None})
+        if vllm:  # `vllm run-batch` has written the completion itself as the response (no envelope)
+            out.append({"id": f"vllm-{n}", "custom_id": req["custom_id"], "response": body, "error": None})
         else:
             out.append({"id": f"batch_req_{n}", "custom_id": req["custom_id"],
                         "response": {"status_code": 200, "request_id": f"r{n}", "body": body}, "error": None})

@@ -55,8 +55,11 @@ class MinHasher:
         rng = np.random.default_rng(seed)
         self.num_perm = num_perm
         self.shingle = shingle
-        self._a = rng.integers(1, 1 << 32, num_perm, dtype=np.uint64)
-        self._b = rng.integers(0, 1 << 32, num_perm, dtype=np.uint64)
+        # a, b below the Mersenne prime, as in datasketch: a * h wraps mod 2^64 before the mod P, so the
+        # permutations are not monotone in h (with a, b < 2^32 a shingle of small hash would be the
+        # minimum of every permutation, and two texts sharing it would look identical)
+        self._a = rng.integers(1, int(_PRIME), num_perm, dtype=np.uint64)
+        self._b = rng.integers(0, int(_PRIME), num_perm, dtype=np.uint64)
 
     def shingles(self, text: str) -> np.ndarray:
         toks = tokens(text)
@@ -69,8 +72,8 @@ class MinHasher:
         h = self.shingles(text)
         if not len(h):
             return np.full(self.num_perm, 0xFFFFFFFF, dtype=np.uint32)
-        # h < 2^32 and a, b < 2^32: h * a + b < 2^64, no overflow before the modulo
-        values = (h[:, None] * self._a[None, :] + self._b[None, :]) % _PRIME
+        with np.errstate(over="ignore"):
+            values = (h[:, None] * self._a[None, :] + self._b[None, :]) % _PRIME
         return (values.min(axis=0) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
     def signatures(self, texts: Sequence[str]) -> np.ndarray:
