@@ -9,24 +9,7 @@ import numpy as np
 import pytest
 
 from phi1.errors import InputError
-from phi1.train.packing import PackedDataset, SequencePacker, dtype_for_vocab, pack_sequences
-
-
-def test_pack_sequences_rows_eot_and_tail():
-    docs = [[1, 2, 3], [], [4, 5], [6, 7, 8, 9, 10]]
-    rows = list(pack_sequences(docs, seq_len=4, eot_id=0))
-    flat = [1, 2, 3, 0, 4, 5, 0, 6, 7, 8, 9, 10, 0]  # empty doc adds nothing
-    assert all(r.shape == (4,) for r in rows)
-    assert np.concatenate(rows).tolist() == flat[:12]  # 13 ids -> 3 rows, 1 dropped
-
-
-def test_pack_sequences_without_eot_conserves_tokens():
-    rng = np.random.default_rng(0)
-    docs = [rng.integers(0, 100, size=int(n)) for n in rng.integers(1, 50, size=40)]
-    total = sum(len(d) for d in docs)
-    rows = list(pack_sequences(docs, seq_len=16))
-    assert len(rows) == total // 16
-    assert np.concatenate(rows).tolist() == np.concatenate(docs)[: len(rows) * 16].tolist()
+from phi1.train.packing import PackedDataset, SequencePacker, dtype_for_vocab
 
 
 def test_packer_remainder_and_range_check():

@@ -10,16 +10,15 @@ import pytest
 import torch
 
 from phi1.config import ConfigError, load_config
-from phi1.train.data import (IGNORE, Example, ExampleList, GlobalBatchSampler, collate, encode_with_mask,
+from phi1.train.data import (IGNORE, Example, GlobalBatchSampler, collate, encode_with_mask,
                              eval_indices, load_examples, save_examples)
 from phi1.train.loop import token_loss_sum
-from phi1.train.metrics import mfu, peak_flops
 from phi1.train.optim import LRSchedule, build_optimizer
 from training_fixtures import make_tokenizer
 
 
 def test_linear_schedule_warms_up_then_decays_to_min():
-    s = LRSchedule(lr=1e-3, min_lr=1e-5, warmup_steps=10, max_steps=110, kind="linear")
+    s = LRSchedule(lr=1e-3, min_lr=1e-5, warmup_steps=10, decay_steps=110, kind="linear")
     assert s(0) == pytest.approx(1e-4)
     assert s(9) == pytest.approx(1e-3)  # warmup reaches the peak on its last step
     assert s(10) == pytest.approx(1e-3)
@@ -30,16 +29,16 @@ def test_linear_schedule_warms_up_then_decays_to_min():
 
 
 def test_cosine_and_constant_schedules():
-    c = LRSchedule(lr=1.0, min_lr=0.0, warmup_steps=0, max_steps=100, kind="cosine")
+    c = LRSchedule(lr=1.0, min_lr=0.0, warmup_steps=0, decay_steps=100, kind="cosine")
     assert c(0) == pytest.approx(1.0) and c(50) == pytest.approx(0.5) and c(100) == pytest.approx(0.0)
     assert c(25) > 0.5 > c(75)  # cosine: slow, fast, slow
-    k = LRSchedule(lr=2e-4, min_lr=0.0, warmup_steps=4, max_steps=100, kind="constant")
+    k = LRSchedule(lr=2e-4, min_lr=0.0, warmup_steps=4, decay_steps=100, kind="constant")
     assert k(1) == pytest.approx(1e-4) and k(4) == k(99) == pytest.approx(2e-4)
 
 
 def test_weight_decay_only_on_matrices():
     model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
-    opt = build_optimizer(model, SimpleNamespace(weight_decay=0.1, lr=1e-3, beta1=0.9, beta2=0.95, eps=1e-8), "cpu")
+    opt = build_optimizer(model, SimpleNamespace(weight_decay=0.1, lr=1e-3, beta1=0.9, beta2=0.95, eps=1e-8))
     decayed = {id(p) for p in opt.param_groups[0]["params"]}
     assert opt.param_groups[0]["weight_decay"] == 0.1 and opt.param_groups[1]["weight_decay"] == 0.0
     assert decayed == {id(model[0].weight), id(model[1].weight)}
@@ -101,16 +100,8 @@ def test_examples_round_trip_and_eval_sample(tmp_path):
     back = load_examples(tmp_path / "x.npz")
     assert [e.ids.tolist() for e in back] == [[1, 2, 3], [70000, 5]]
     assert [e.mask.tolist() for e in back] == [[False, True, True], [True, True]]
-    assert len(ExampleList(back)) == 2
+    assert len(back) == 2 and back.example(1).ids.dtype == np.int64
     assert eval_indices(1000, 4).tolist() == [0, 333, 666, 999] and len(eval_indices(5, 0)) == 5
-
-
-def test_mfu_and_peak_table():
-    cfg = SimpleNamespace(peak_flops=0.0, cpu_peak_flops=2e11)
-    assert peak_flops(torch.device("cpu"), "fp32", cfg) == 2e11
-    assert peak_flops(torch.device("cpu"), "fp32", SimpleNamespace(peak_flops=5.0, cpu_peak_flops=1.0)) == 5.0
-    assert mfu(1000.0, 2e8, 2e11) == pytest.approx(1.0)
-    assert mfu(1000.0, 2e8, None) is None
 
 
 def test_config_checks_and_paper_defaults(tmp_path):

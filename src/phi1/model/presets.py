@@ -145,18 +145,40 @@ def count_params(config: Any) -> dict[str, int]:
     return {"total": total, "embedding": embedding, "non_embedding": total - embedding}
 
 
-def flops_per_token(config: Any, seq_len: int, n_params: int | None = None) -> float:
-    """Training FLOPs per token, PaLM appendix B: ``6N + 12·L·H·Q·T``.
+@dataclass(frozen=True)
+class ModelFlops:
+    """Training FLOPs of the model, PaLM appendix B: ``6N + 12·L·H·Q·T`` per token.
 
-    N counts every weight that does a matmul per token: all parameters but
-    the input embedding (a table lookup costs no FLOPs; the untied LM head
-    does). The second term is attention's score and value matmuls.
+    ``dense`` = 6N, N counting every weight that does a matmul per token (all
+    parameters but the input embedding: a table lookup costs no FLOPs; the
+    untied LM head does). ``attention`` = 12·L·H·Q, times the length T of the
+    sequence the token attends in (the score and value matmuls, forward and
+    backward). A row of ``n`` real tokens costs ``n·dense + n²·attention``.
     """
+
+    dense: float
+    attention: float
+
+    def per_token(self, seq_len: int) -> float:
+        return self.dense + self.attention * seq_len
+
+    def of_rows(self, real_tokens: float, sum_squared_lengths: float) -> float:
+        """FLOPs of a batch with ``real_tokens`` non-padding tokens whose rows'
+        real lengths squared sum to ``sum_squared_lengths`` (padding is free)."""
+        return self.dense * real_tokens + self.attention * sum_squared_lengths
+
+
+def model_flops(config: Any, n_params: int | None = None) -> ModelFlops:
     if n_params is None:
         n_params = count_params(config)["non_embedding"]
     L, H = config.num_hidden_layers, config.num_attention_heads
     Q = config.hidden_size // H
-    return 6.0 * n_params + 12.0 * L * H * Q * seq_len
+    return ModelFlops(6.0 * n_params, 12.0 * L * H * Q)
+
+
+def flops_per_token(config: Any, seq_len: int, n_params: int | None = None) -> float:
+    """Training FLOPs per token of a ``seq_len``-token row (`ModelFlops`)."""
+    return model_flops(config, n_params).per_token(seq_len)
 
 
 def describe(config: Any, seq_len: int) -> dict[str, Any]:
@@ -169,6 +191,7 @@ def describe(config: Any, seq_len: int) -> dict[str, Any]:
         "params": counts["total"],
         "params_non_embedding": counts["non_embedding"],
         "flops_per_token": flops_per_token(config, seq_len, counts["non_embedding"]),
+        "flops": asdict(model_flops(config, counts["non_embedding"])),
     }
 
 

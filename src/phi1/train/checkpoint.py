@@ -1,24 +1,36 @@
-"""Training checkpoints: everything needed to continue a run exactly.
+"""Training checkpoints: everything needed to continue a run exactly, under
+any parallelism.
 
 ``<stage>/checkpoints/step-0001000/`` holds
 
-* ``config.json`` + ``model.safetensors``: the model's full (unsharded) fp32
-  weights under their Hugging Face names, so a checkpoint is itself loadable
-  with ``PhiForCausalLM.from_pretrained`` and ``phi1 export`` needs no torch
-  distributed;
-* ``optimizer.pt``: AdamW's full state keyed by parameter name;
-* ``trainer.json``: step, schedule, loss accumulators, best validation loss,
+* ``config.json``: the model's Hugging Face config;
+* the weights and AdamW state in one of two formats (``checkpoint_format``):
+
+  - ``full``: ``model.safetensors`` (the full fp32 weights under their
+    Hugging Face names, so the folder loads with
+    ``PhiForCausalLM.from_pretrained``) and ``optimizer.pt`` (AdamW's state
+    keyed by parameter name), gathered to rank 0 (CPU offload) by
+    ``torch.distributed.checkpoint.state_dict``;
+  - ``sharded``: ``dcp/``, a ``torch.distributed.checkpoint`` folder in which
+    every rank writes its own shard of weights and optimizer state, in
+    parallel, without gathering anything (as torchtitan saves): the format
+    for models whose full state is slow to gather on one host. Needs a
+    filesystem every rank sees (the run folder on shared storage).
+
+* ``trainer.json``: step, loss accumulators, best validation loss,
   evaluation history: the data position is the step (batch order is a pure
-  function of seed and step, see `phi1.train.data`);
+  function of seed and step, see `phi1.train.data`); written last, its
+  presence makes the folder a checkpoint;
 * ``rng.pkl``: python, numpy, torch and CUDA generator states of every rank;
 * ``tokenizer/``: the tokenizer files, so the checkpoint stands alone.
 
-Under FSDP the full state is gathered to rank 0 (cpu offload) with
-``torch.distributed.checkpoint.state_dict``; loading hands every rank the
-full state and the same utility shards it. One format for single process,
-DDP and FSDP: a run can resume with another parallelism. (For models far
-beyond phi-1's 1.3B, where gathering on one host is too slow, per-rank DCP
-shards would be the next step.)
+Either format loads into a single process, DDP or FSDP2 of any world size:
+the full state is handed to every rank and ``set_state_dict`` shards it; a
+sharded checkpoint is resharded by ``torch.distributed.checkpoint.load`` into
+whatever layout the loading run has. Same world size: the RNG states come
+back and the run continues bit for bit; another world size cannot replay the
+same dropout masks, so it reseeds deterministically from (seed, rank, step).
+`phi1 export` turns either format into a Hugging Face folder.
 
 Writes go to a hidden temporary folder renamed into place, so a crash never
 leaves a checkpoint that looks complete.
@@ -38,13 +50,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_model_state_dict, set_state_dict)
 
 from phi1.errors import InputError
-from phi1.train.distributed import DistEnv, Parallelized, barrier, gather_objects
+from phi1.files import fsync_dir, write_atomic
+from phi1.train.distributed import DistEnv, Parallelized, barrier, broadcast_object, gather_objects
 
 CHECKPOINTS = "checkpoints"
 TRAINER = "trainer.json"
+SHARDED = "dcp"  # the torch.distributed.checkpoint folder of a sharded checkpoint
+FORMATS = ("full", "sharded")
 _STEP_DIR = re.compile(r"^step-(\d{7,})$")
 
 
@@ -111,12 +128,15 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 # --------------------------------------------------------------------------- save / load
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def checkpoint_format(setting: str, parallel_kind: str) -> str:
+    """``auto``: sharded under FSDP (its point is never holding the full state), full otherwise."""
+    if setting == "auto":
+        return "sharded" if parallel_kind == "fsdp" else "full"
+    return setting
+
+
+def format_of(ckpt: Path) -> str:
+    return "sharded" if (Path(ckpt) / SHARDED / ".metadata").is_file() else "full"
 
 
 def save_checkpoint(
@@ -127,54 +147,62 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     env: DistEnv,
     tokenizer_dir: Path | None = None,
+    fmt: str = "full",
 ) -> Path:
     """Write checkpoint ``step`` (collective: every rank calls it); returns its folder."""
     from safetensors.torch import save_file
 
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    model_sd, optim_sd = get_state_dict(parallel.model, optimizer, options=options)
-    rngs = gather_objects(rng_state(env.device), env)
-    final = step_dir(root, step)
+    if fmt not in FORMATS:
+        raise ValueError(f"checkpoint format must be one of {FORMATS}, got {fmt!r}")
+    root, final = Path(root), step_dir(root, step)
+    tmp = root / broadcast_object(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}" if env.is_main else "", env)
     if env.is_main:
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        tmp.mkdir(parents=True)
+    barrier(env)  # the folder exists before any rank writes its shard into it
+    if fmt == "sharded":
+        model_sd, optim_sd = get_state_dict(parallel.model, optimizer)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp / SHARDED)
+    else:
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_sd, optim_sd = get_state_dict(parallel.model, optimizer, options=options)
+        if env.is_main:
+            tensors = {k: v.detach().contiguous() for k, v in model_sd.items()}
+            save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            torch.save(optim_sd, tmp / "optimizer.pt")
+    del model_sd, optim_sd
+    rngs = gather_objects(rng_state(env.device), env)
+    if env.is_main:
         parallel.model.config.save_pretrained(tmp)
-        tensors = {k: v.detach().contiguous() for k, v in model_sd.items()}
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        torch.save(optim_sd, tmp / "optimizer.pt")
         with open(tmp / "rng.pkl", "wb") as fh:
             pickle.dump({"world_size": env.world_size, "ranks": rngs}, fh)
         if tokenizer_dir is not None:
             shutil.copytree(tokenizer_dir, tmp / "tokenizer")
-        (tmp / TRAINER).write_text(json.dumps({**trainer_state, "step": step}, indent=2, sort_keys=True) + "\n")
         for f in tmp.iterdir():
             if f.is_file():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
+        # Written last: its presence is what makes the folder a checkpoint.
+        write_atomic(tmp / TRAINER, json.dumps({**trainer_state, "step": step}, indent=2, sort_keys=True) + "\n")
         if final.exists():  # the same step written by an earlier attempt
             shutil.rmtree(final)
         os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     barrier(env)
     return final
 
 
 def load_checkpoint(ckpt: Path, parallel: Parallelized, optimizer: torch.optim.Optimizer | None,
                     env: DistEnv) -> dict[str, Any]:
-    """Load weights (and optimizer, RNG states) into an already parallelized model."""
-    from safetensors.torch import load_file
-
+    """Load weights (and optimizer, RNG states) into an already parallelized
+    model, from either format, whatever parallelism wrote it."""
     ckpt = Path(ckpt)
     state = read_trainer_state(ckpt)
-    model_sd = load_file(str(ckpt / "model.safetensors"))
-    options = StateDictOptions(full_state_dict=True)
+    if format_of(ckpt) == "sharded":
+        _load_sharded(ckpt / SHARDED, parallel.model, optimizer)
+    else:
+        _load_full(ckpt, parallel.model, optimizer)
     if optimizer is None:
-        set_state_dict(parallel.model, [], model_state_dict=model_sd, optim_state_dict={}, options=options)
         return state
-    optim_sd = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
-    set_state_dict(parallel.model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=options)
     with open(ckpt / "rng.pkl", "rb") as fh:
         rng = pickle.load(fh)
     if rng["world_size"] == env.world_size:
@@ -183,6 +211,50 @@ def load_checkpoint(ckpt: Path, parallel: Parallelized, optimizer: torch.optim.O
         seed = int(state.get("seed", 0))
         reseed(seed, env.rank, int(state["step"]))
     return state
+
+
+def _load_full(ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    from safetensors.torch import load_file
+
+    model_sd = load_file(str(ckpt / "model.safetensors"))
+    options = StateDictOptions(full_state_dict=True)
+    if optimizer is None:
+        set_model_state_dict(model, model_sd, options=options)
+        return
+    optim_sd = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=options)
+
+
+def _load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    """torchtitan's pattern: take this run's own (sharded) state dicts as the
+    layout, let DCP fill them from the shards on disk, then load them back."""
+    if optimizer is None:
+        model_sd = get_model_state_dict(model)
+        dcp.load({"model": model_sd}, checkpoint_id=folder)
+        set_model_state_dict(model, model_sd)
+        return
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    both = {"model": model_sd, "optim": optim_sd}
+    dcp.load(both, checkpoint_id=folder)
+    set_state_dict(model, optimizer, model_state_dict=both["model"], optim_state_dict=both["optim"])
+
+
+def full_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's full fp32 weights in this process alone (no process
+    group needed, even where one exists): what `phi1 export` writes."""
+    from safetensors.torch import load_file
+
+    ckpt = Path(ckpt)
+    if format_of(ckpt) == "full":
+        return load_file(str(ckpt / "model.safetensors"))
+    from transformers import PhiConfig
+
+    from phi1.model.presets import build_model
+
+    model = build_model(PhiConfig.from_pretrained(ckpt), "meta").to_empty(device="cpu")
+    model_sd = model.state_dict()
+    dcp.load({"model": model_sd}, checkpoint_id=ckpt / SHARDED, no_dist=True)
+    return model_sd
 
 
 def reseed(seed: int, rank: int, step: int = 0) -> None:

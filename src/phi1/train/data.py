@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
+
+from phi1.files import atomic_open
 
 IGNORE = -100  # label of positions that are not targets (torch cross_entropy's ignore_index)
 
@@ -39,7 +41,7 @@ class ExampleSource(Protocol):
 class TokenRows:
     """Rows of a `PackedDataset` as examples (every token a target)."""
 
-    fixed_length = True
+    uniform_targets = True  # every row has the same number of targets: ranks need not count together
 
     def __init__(self, packed: Any):
         self.packed = packed
@@ -52,10 +54,51 @@ class TokenRows:
         return Example(np.asarray(self.packed[int(i)], dtype=np.int64))
 
 
-class ExampleList:
-    """Examples held in memory (exercises, HumanEval problems, a validation sample)."""
+class RowArrays:
+    """Fixed-length rows held as one ``[rows, seq_len]`` array (packed
+    exercises), with an optional loss mask of the same shape."""
 
-    fixed_length = False
+    def __init__(self, ids: np.ndarray, mask: np.ndarray | None = None):
+        if ids.ndim != 2 or (mask is not None and mask.shape != ids.shape):
+            raise ValueError(f"rows must be 2-D with a mask of the same shape, got {ids.shape}, "
+                             f"{None if mask is None else mask.shape}")
+        self.ids, self.mask = ids, mask
+        self.seq_len = int(ids.shape[1])
+        self.uniform_targets = mask is None
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+    def example(self, i: int) -> Example:
+        i = int(i)
+        return Example(self.ids[i].astype(np.int64), None if self.mask is None else self.mask[i])
+
+
+class ExampleArrays:
+    """Variable-length examples as flat ``ids`` / ``masks`` arrays cut at
+    ``offsets`` (what `save_examples` writes): no per-example objects in
+    memory until one is asked for."""
+
+    uniform_targets = False
+
+    def __init__(self, ids: np.ndarray, masks: np.ndarray | None, offsets: np.ndarray):
+        self.ids, self.masks, self.offsets = ids, masks, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def example(self, i: int) -> Example:
+        a, b = int(self.offsets[int(i)]), int(self.offsets[int(i) + 1])
+        return Example(self.ids[a:b].astype(np.int64), None if self.masks is None else self.masks[a:b])
+
+    def __iter__(self) -> Iterator[Example]:
+        return (self.example(i) for i in range(len(self)))
+
+
+class ExampleList:
+    """Examples held in memory (HumanEval problems, small test sets)."""
+
+    uniform_targets = False
 
     def __init__(self, examples: Sequence[Example]):
         self.examples = list(examples)
@@ -112,12 +155,14 @@ class Batch:
     input_ids: torch.Tensor  # [b, T] int64
     labels: torch.Tensor  # [b, T] int64; IGNORE where not a target; position 0 is never one
     n_targets: int
-    n_tokens: int  # positions computed, padding included
+    n_tokens: int  # real tokens: padding never counts (tokens/s, MFU)
+    sq_tokens: int  # sum over rows of (real tokens in the row)^2: attention FLOPs (phi1.model.presets.ModelFlops)
+    n_positions: int  # positions computed, padding included
 
     def to(self, device: torch.device) -> "Batch":
         nb = device.type == "cuda"
         return Batch(self.input_ids.to(device, non_blocking=nb), self.labels.to(device, non_blocking=nb),
-                     self.n_targets, self.n_tokens)
+                     self.n_targets, self.n_tokens, self.sq_tokens, self.n_positions)
 
 
 def collate(examples: Sequence[Example], pad_id: int, pad_multiple: int = 8, pin: bool = False) -> Batch:
@@ -134,10 +179,11 @@ def collate(examples: Sequence[Example], pad_id: int, pad_multiple: int = 8, pin
         labels[r, :n] = e.ids if e.mask is None else np.where(e.mask, e.ids, IGNORE)
     labels[:, 0] = IGNORE  # nothing predicts the first token
     n_targets = int((labels != IGNORE).sum())
+    lengths = np.fromiter((len(e.ids) for e in examples), dtype=np.int64, count=len(examples))
     input_t, labels_t = torch.from_numpy(ids), torch.from_numpy(labels)
     if pin:  # page-locked host memory: the copy to the GPU overlaps compute
         input_t, labels_t = input_t.pin_memory(), labels_t.pin_memory()
-    return Batch(input_t, labels_t, n_targets, int(ids.size))
+    return Batch(input_t, labels_t, n_targets, int(lengths.sum()), int((lengths**2).sum()), int(ids.size))
 
 
 def micro_batches(source: ExampleSource, indices: Iterable[int], micro_batch_size: int, pad_id: int,
@@ -210,15 +256,25 @@ def save_examples(path: Path, examples: Sequence[Example]) -> None:
     masks = (np.concatenate([e.mask if e.mask is not None else np.ones(len(e.ids), bool) for e in examples])
              if examples else np.zeros(0, bool))
     dtype = np.uint16 if ids.size == 0 or ids.max() < 2**16 else np.uint32
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, ids=ids.astype(dtype), masks=masks, offsets=offsets)
-    tmp.replace(path)
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, ids=ids.astype(dtype), masks=masks, offsets=offsets)
 
 
-def load_examples(path: Path) -> list[Example]:
+def load_examples(path: Path) -> ExampleArrays:
     with np.load(path) as z:
-        ids, masks, offsets = z["ids"].astype(np.int64), z["masks"], z["offsets"]
-    return [Example(ids[a:b], masks[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+        return ExampleArrays(z["ids"], z["masks"], z["offsets"])
+
+
+def save_rows(path: Path, ids: np.ndarray, mask: np.ndarray | None) -> None:
+    """Packed rows (``[rows, seq_len]``, optional mask) as one .npz, atomically."""
+    arrays = {"ids": ids} if mask is None else {"ids": ids, "mask": mask}
+    with atomic_open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def load_rows(path: Path) -> RowArrays:
+    with np.load(path) as z:
+        return RowArrays(z["ids"], z["mask"] if "mask" in z.files else None)
 
 
 class Subset:
@@ -227,7 +283,7 @@ class Subset:
     def __init__(self, source: ExampleSource, indices: Sequence[int]):
         self.source = source
         self.indices = [int(i) for i in indices]
-        self.fixed_length = bool(getattr(source, "fixed_length", False))
+        self.uniform_targets = bool(getattr(source, "uniform_targets", False))
 
     def __len__(self) -> int:
         return len(self.indices)

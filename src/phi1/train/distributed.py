@@ -143,8 +143,10 @@ class Parallelized:
                 self.model.set_requires_gradient_sync(True)
 
 
-def parallelize(model: torch.nn.Module, env: DistEnv, cfg: Any, param_dtype: torch.dtype | None) -> Parallelized:
-    """Apply activation checkpointing, compile, then DDP or FSDP2 to ``model``.
+def parallelize(model: torch.nn.Module, env: DistEnv, cfg: Any, param_dtype: torch.dtype | None,
+                compile: bool = False) -> Parallelized:
+    """Apply activation checkpointing, compile (`phi1.train.compiling`), then
+    DDP or FSDP2 to ``model``.
 
     ``param_dtype`` (FSDP only): the dtype weights are gathered and computed
     in (bf16 mixed precision without autocast); gradients are reduced in fp32.
@@ -153,11 +155,10 @@ def parallelize(model: torch.nn.Module, env: DistEnv, cfg: Any, param_dtype: tor
         # Non-reentrant checkpointing of each decoder layer (transformers'
         # GradientCheckpointingLayer); it composes with DDP, FSDP2 and compile.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.compile:
-        # Per layer, as torchtitan does: repeated identical blocks compile once,
-        # and FSDP's per-layer hooks stay outside the compiled graphs.
-        for layer in model.model.layers:
-            layer.compile()
+    if compile:
+        from phi1.train.compiling import compile_layers
+
+        compile_layers(model)
     kind = "single"
     if env.distributed:
         kind = "fsdp" if cfg.parallel == "fsdp" else "ddp"

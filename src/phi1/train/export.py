@@ -31,10 +31,14 @@ def export_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, tokenizer: str 
     import torch
     from transformers import AutoTokenizer, GenerationConfig, PhiForCausalLM
 
+    from phi1.train.checkpoint import SHARDED, format_of, full_weights
+
     ckpt, out = Path(ckpt_dir), Path(out_dir)
-    for name in ("config.json", "model.safetensors"):
-        if not (ckpt / name).is_file():
-            raise InputError(f"not a phi1 checkpoint (no {name}): {ckpt}")
+    if not (ckpt / "config.json").is_file():
+        raise InputError(f"not a phi1 checkpoint (no config.json): {ckpt}")
+    sharded = format_of(ckpt) == "sharded"
+    if not sharded and not (ckpt / "model.safetensors").is_file():
+        raise InputError(f"not a phi1 checkpoint (no model.safetensors, no {SHARDED}/): {ckpt}")
     tok_dir = Path(tokenizer) if tokenizer else ckpt / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file() and not (tok_dir / "tokenizer_config.json").is_file():
         raise InputError(f"no tokenizer files in {tok_dir} (give one with --tokenizer DIR)")
@@ -43,7 +47,16 @@ def export_checkpoint(ckpt_dir: str | Path, out_dir: str | Path, tokenizer: str 
         raise Phi1Error(f"export dtype must be float32, bfloat16 or float16, got {dtype!r}")
 
     with _quiet_transformers():
-        model, info = PhiForCausalLM.from_pretrained(ckpt, dtype=torch.float32, output_loading_info=True)
+        if sharded:  # torch.distributed.checkpoint shards: gathered here, in this process
+            from transformers import PhiConfig
+
+            from phi1.model.presets import build_model
+
+            model = build_model(PhiConfig.from_pretrained(ckpt))
+            missing, unexpected = model.load_state_dict(full_weights(ckpt), strict=False)
+            info = {"missing_keys": missing, "unexpected_keys": unexpected}
+        else:
+            model, info = PhiForCausalLM.from_pretrained(ckpt, dtype=torch.float32, output_loading_info=True)
     _check_loading_info(info, ckpt)
     tok = AutoTokenizer.from_pretrained(tok_dir)
     eos_id = tok.eos_token_id if tok.eos_token_id is not None else model.config.eos_token_id

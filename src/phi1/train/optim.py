@@ -9,12 +9,13 @@ from typing import Any
 import torch
 
 
-def build_optimizer(model: torch.nn.Module, cfg: Any, device_type: str) -> torch.optim.AdamW:
+def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
     """AdamW over ``model``'s trainable parameters.
 
     Weight decay applies to 2-D weights (linear layers, embeddings) and not
     to biases or LayerNorm gains, which decay would only pull towards zero.
-    Fused kernels on CUDA: one launch for the whole update.
+    Fused kernels (one pass over each parameter for the whole update) on CUDA
+    and CPU alike.
     """
     decay, no_decay = [], []
     for p in model.parameters():
@@ -24,25 +25,28 @@ def build_optimizer(model: torch.nn.Module, cfg: Any, device_type: str) -> torch
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    extra = {"fused": True} if device_type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, **extra)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
 
 
 @dataclass(frozen=True)
 class LRSchedule:
-    """Linear warmup from 0 to ``lr``, then linear / cosine decay to ``min_lr``
-    at ``max_steps``, or constant. A pure function of the step, so a resumed
-    run needs only the step to continue the schedule exactly."""
+    """Linear warmup from 0 to ``lr``, then linear / cosine decay reaching
+    ``min_lr`` at ``decay_steps`` (and staying there), or constant.
+
+    ``decay_steps`` is the schedule's horizon, not the run's stop: the paper's
+    phi-1-base is the 24k-step checkpoint of a schedule that spans 36k steps,
+    so its learning rate is still a third of the peak when it stops. A pure
+    function of the step, so a resumed run needs only the step."""
 
     lr: float
     min_lr: float
     warmup_steps: int
-    max_steps: int
+    decay_steps: int
     kind: str = "linear"
 
     @classmethod
     def from_config(cls, cfg: Any) -> "LRSchedule":
-        return cls(cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.max_steps, cfg.schedule)
+        return cls(cfg.lr, cfg.min_lr, cfg.warmup_steps, cfg.decay_steps or cfg.max_steps, cfg.schedule)
 
     def __call__(self, step: int) -> float:
         """The learning rate of optimizer step ``step`` (0-based)."""
@@ -50,17 +54,13 @@ class LRSchedule:
             return self.lr * (step + 1) / self.warmup_steps
         if self.kind == "constant":
             return self.lr
-        span = max(1, self.max_steps - self.warmup_steps)
+        span = max(1, self.decay_steps - self.warmup_steps)
         progress = min(1.0, (step - self.warmup_steps) / span)
         if self.kind == "linear":
             return self.lr + (self.min_lr - self.lr) * progress
         if self.kind == "cosine":
             return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * progress))
         raise ValueError(f"unknown schedule {self.kind!r}")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"lr": self.lr, "min_lr": self.min_lr, "warmup_steps": self.warmup_steps,
-                "max_steps": self.max_steps, "kind": self.kind}
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

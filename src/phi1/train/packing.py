@@ -68,30 +68,6 @@ class SequencePacker:
         return rows
 
 
-def pack_sequences(
-    token_streams: Iterable[Sequence[int] | np.ndarray],
-    seq_len: int,
-    eot_id: int | None = None,
-    dtype: Any = np.uint32,
-) -> Iterator[np.ndarray]:
-    """Concatenate token streams and yield consecutive ``seq_len`` rows.
-
-    Each stream is one document's ids; with ``eot_id`` given, it is appended
-    after every non-empty document (the ``<|endoftext|>`` separator), otherwise
-    the streams are taken as they are. Rows cross document boundaries; the
-    final partial row is dropped. Yields 1-D arrays of length ``seq_len``.
-    """
-    packer = SequencePacker(seq_len, dtype)
-    eot = None if eot_id is None else np.array([eot_id])
-    for ids in token_streams:
-        arr = np.asarray(ids)
-        if arr.size == 0:
-            continue
-        if eot is not None:
-            arr = np.concatenate([arr, eot])
-        yield from packer.add(arr)
-
-
 # --------------------------------------------------------------------------- reading
 
 

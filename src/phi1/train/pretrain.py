@@ -17,7 +17,7 @@ from phi1.errors import InputError
 def run(ctx: Any) -> Any:
     import torch
 
-    from phi1.model.presets import build_model, human_count, phi_config, resolve_shape
+    from phi1.model.presets import build_model, human_count, model_flops, phi_config, resolve_shape
     from phi1.model.tokenizer import tokenizer_info
     from phi1.stage import StageResult
     from phi1.train.data import Subset, TokenRows, eval_indices
@@ -26,7 +26,7 @@ def run(ctx: Any) -> Any:
     from phi1.train.loop import TrainInputs, train
     from phi1.train.packing import PackedDataset
     from phi1.train.stage import (HUMANEVAL, MODEL_DIR, announce, fmt, humaneval_set, load_backend_tokenizer,
-                                  outcome_metrics, tokenizer_folder)
+                                  outcome_extra, outcome_metrics, speed_lines, tokenizer_folder)
 
     cfg, config = ctx.section, ctx.config
     tok_dir = tokenizer_folder(ctx)
@@ -62,21 +62,17 @@ def run(ctx: Any) -> Any:
                 f"({human_count(train_rows.n_tokens)} tokens); {len(val) if val else 0} validation rows; "
                 f"{cfg.max_steps * cfg.batch_size * train_rows.seq_len / max(train_rows.n_tokens, 1):.2f} epochs")
         outcome = train(model, cfg, env, inputs, work_dir=ctx.work_dir, seed=config.run.seed,
-                        flops_per_token=info["flops_per_token"], resume=ctx.resumed, tokenizer_dir=tok_dir,
-                        name="pretrain", echo=ctx.log)
+                        flops=model_flops(model_config), resume=ctx.resumed, tokenizer_dir=tok_dir,
+                        cache_dir=ctx.cache_dir("calibration"), name="pretrain", echo=ctx.log)
         if env.is_main:
             export_checkpoint(outcome.final_checkpoint, ctx.work_dir / MODEL_DIR, tokenizer=tok_dir,
                               echo=ctx.log)
         barrier(env)
-        world = env.world_size
 
-    metrics = outcome_metrics(outcome, world)
+    metrics = outcome_metrics(outcome)
     metrics[f"{HUMANEVAL}_before_pretraining"] = metrics[f"{HUMANEVAL}_start"]
-    mfu = metrics["mfu"]
     summary = [
-        f"{outcome.step} steps, {human_count(outcome.tokens)} tokens in {outcome.train_seconds:.0f}s "
-        f"({metrics['tokens_per_s']:,.0f} tokens/s, MFU {'n/a' if mfu is None else f'{mfu:.1%}'}, "
-        f"{outcome.precision}, {outcome.parallel} x {world})",
+        *speed_lines(outcome),
         f"loss: train {fmt(outcome.train_loss)}, validation {fmt(metrics['val_loss_start'])} -> "
         f"{fmt(metrics['val_loss'])}",
         f"HumanEval solution loss: {fmt(metrics[f'{HUMANEVAL}_start'])} before pretraining -> "
@@ -87,6 +83,5 @@ def run(ctx: Any) -> Any:
         counts={"steps": outcome.step, "tokens": outcome.tokens, "params": info["params"]},
         metrics=metrics,
         summary=summary,
-        extra={"model": info, "evals": outcome.evals, "precision": outcome.precision,
-               "parallel": outcome.parallel, "world_size": world},
+        extra={"model": info, "evals": outcome.evals, **outcome_extra(outcome)},
     )

@@ -47,20 +47,45 @@ def announce(ctx: Any, model_config: Any, seq_len: int) -> dict[str, Any]:
     return info
 
 
-def outcome_metrics(outcome: Any, world_size: int) -> dict[str, Any]:
+def outcome_metrics(outcome: Any) -> dict[str, Any]:
+    """The manifest metrics every training stage records."""
     first, last = outcome.first_eval(), outcome.last_eval()
-    tps = outcome.tokens_per_s
-    metrics: dict[str, Any] = {
+    return {
         "train_loss": outcome.train_loss,
         "val_loss": last.get("val_loss"),
         "val_loss_start": first.get("val_loss"),
         f"{HUMANEVAL}_start": first.get(HUMANEVAL),
         HUMANEVAL: last.get(HUMANEVAL),
-        "tokens_per_s": tps,
-        "mfu": (tps / world_size * outcome.flops_per_token / outcome.peak_flops) if outcome.peak_flops else None,
+        "tokens_per_s": outcome.tokens_per_s,  # real tokens: padding never counts
+        "padding_share": outcome.padding_share,
+        "mfu": outcome.mfu,
+        "mfu_peak_flops": outcome.peak.flops,
+        "mfu_peak_source": outcome.peak.source,
         "train_seconds": outcome.train_seconds,
+        "compile_seconds": outcome.compile_seconds,
     }
-    return metrics
+
+
+def outcome_extra(outcome: Any) -> dict[str, Any]:
+    """How the run ran, for the manifest: precision, compile, peak, parallelism (and why)."""
+    return {"precision": outcome.precision.name, "precision_reason": outcome.precision.reason,
+            "compiled": outcome.compiled, "compile_reason": outcome.compile_reason, "peak": outcome.peak.as_dict(),
+            "parallel": outcome.parallel, "world_size": outcome.world_size,
+            "checkpoint_format": outcome.checkpoint_format}
+
+
+def speed_lines(outcome: Any) -> list[str]:
+    """Summary lines: throughput with its MFU and the peak it divides by, and
+    how the run computed (precision and compile, each with its reason)."""
+    mfu = outcome.mfu
+    pad = f", {outcome.padding_share:.0%} padding not counted" if outcome.padding_share >= 0.005 else ""
+    return [
+        f"{outcome.step} steps, {human_count(outcome.tokens)} tokens in {outcome.train_seconds:.0f}s "
+        f"({outcome.tokens_per_s:,.0f} tokens/s{pad}; MFU {'n/a' if mfu is None else f'{mfu:.1%}'} of "
+        f"{outcome.peak.label()})",
+        f"{outcome.precision.name} ({outcome.precision.reason}); {outcome.parallel} x {outcome.world_size}; "
+        f"compile {'on' if outcome.compiled else 'off'} ({outcome.compile_reason})",
+    ]
 
 
 def fmt(v: Any) -> str:
