@@ -97,7 +97,7 @@ def test_unrelated_texts_are_never_near_duplicates():
     rng = random.Random(0)
     vocab = ["x", "y", "total", "for", "in", "(", ")", ":", "=", "+", "return", "if", "def"] + \
         [f"v{i}" for i in range(300)]
-    texts = [" ".join(rng.choice(vocab) for _ in range(150)) for _ in range(3000)]
+    texts = [" ".join(rng.choice(vocab) for _ in range(150)) for _ in range(1500)]
     h = MinHasher()
     sigs = h.signatures(texts)
     assert deduplicate([str(i) for i in range(len(texts))], sigs, 0.8).dropped() == {}

@@ -331,3 +331,13 @@ def test_killed_run_resumes_and_nothing_paid_for_is_sent_again(tmp_path):
     assert c["exercises_kept"] == 5
     assert {k[len("exercises_dropped_"):]: v for k, v in c.items() if k.startswith("exercises_dropped_")} == \
         dict.fromkeys(reasons, 1)
+
+
+def test_an_unusable_embedder_costs_the_histogram_not_the_data(tmp_path):
+    with OpenAIServer(lambda r: script.respond(r)) as srv:
+        cfg = synth_config(tmp_path, srv.base_url, "synth.diversity_sample=3", "embed.backend=hf_causal_lm",
+                           f"embed.model={tmp_path}", textbooks=0, exercises=3)  # a folder with no model
+        script = Script(cfg, {"exercises": ["valid:0", "valid:1", "valid:2"]})
+        m = run_synth(cfg)
+    assert m["counts"]["exercises_kept"] == 3
+    assert "error" in m["metrics"]["exercises"]["nearest_neighbour"]

@@ -34,8 +34,9 @@ api_key_env = ""
         config = load_config(path)
         script = Script(config, {"exercises": kinds})
         # a "pretrained" model: the nano preset, random weights, the run's tokenizer
-        from phi1.model.presets import phi_config, resolve_shape
         from transformers import AutoTokenizer, PhiForCausalLM
+
+        from phi1.model.presets import phi_config, resolve_shape
 
         tok = AutoTokenizer.from_pretrained(config.run_dir / "tokenizer" / "tokenizer")
         torch.manual_seed(0)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from phi1.documents import is_validation
+from phi1.errors import Phi1Error
 from phi1.files import atomic_open, jsonl_line, write_jsonl_atomic
 from phi1.synth.chunks import ChunkResult, part_paths, read_signatures
 from phi1.synth.dedup import MinHasher, deduplicate
@@ -135,7 +136,11 @@ def assemble(plan: Plan, chunks: list[ChunkResult], work: Path, out: Path, *, th
     if plan.kind == "exercises":
         report["name_followed"] = name_followed
     if embed is not None and diversity_sample:
-        report["nearest_neighbour"] = embedding_report(embed_texts, embed)
+        try:
+            report["nearest_neighbour"] = embedding_report(embed_texts, embed)
+        except (Phi1Error, OSError, RuntimeError, ImportError, ValueError) as e:
+            # the records are made and written: a missing embedder costs the histogram, not the data
+            report["nearest_neighbour"] = {"error": " ".join(f"{type(e).__name__}: {e}".split())[:500]}
     return Assembled(plan.kind, kept_total, dropped, written, report)
 
 

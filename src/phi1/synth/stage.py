@@ -126,6 +126,10 @@ def run(ctx: StageContext) -> StageResult:
         for kind in KINDS:
             if kind not in assembled:
                 write_empty(kind, outputs[kind])
+        for a in assembled.values():
+            failure = (a.report.get("nearest_neighbour") or {}).get("error")
+            if failure:
+                ctx.log(f"warning: no nearest-neighbour histogram for {a.kind} ([embed] model: {failure})")
         sandbox = pool.describe()
     finally:
         pool.close()
