@@ -35,36 +35,41 @@ def fsync_dir(folder: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path``.
 
     On an exception the temporary file is removed and ``path`` is untouched.
-    The caller writes and closes the file; this fsyncs it before the rename.
+    The caller writes and closes the file; this fsyncs it before the rename
+    (``durable=False`` skips the fsyncs: for progress files rewritten every
+    second, where a lost update after a power cut costs nothing).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_for(path)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8",
+                durable: bool = True) -> Iterator[IO[Any]]:
     """``open()`` that commits atomically on close; ``.gz`` paths are gzipped.
 
     ``mode`` is ``"w"`` (text) or ``"wb"`` (bytes).
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open mode must be 'w' or 'wb', got {mode!r}")
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable) as tmp:
         gz = str(path).endswith(".gz")
         if mode == "w":
             fh = gzip.open(tmp, "wt", encoding=encoding) if gz else open(tmp, "w", encoding=encoding)
@@ -74,9 +79,9 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
             yield fh
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
+def write_atomic(path: str | Path, data: str | bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (text as UTF-8)."""
-    with atomic_open(path, "wb") as fh:
+    with atomic_open(path, "wb", durable=durable) as fh:
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 

@@ -24,6 +24,7 @@ from datatrove.pipeline.readers.base import BaseDiskReader
 
 from phi1.corpus.sources import MAX_PROBLEMS_PER_FILE, ResolvedSource, check_record_fields, open_binary
 from phi1.errors import InputError
+from phi1.files import write_atomic
 
 class _ProblemLog:
     """First few problems per file plus totals, saved per task for the summary."""
@@ -41,10 +42,7 @@ class _ProblemLog:
         if not self.items or not folder:
             return
         Path(folder).mkdir(parents=True, exist_ok=True)
-        p = Path(folder) / name
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.items, indent=1, sort_keys=True))
-        os.replace(tmp, p)
+        write_atomic(Path(folder) / name, json.dumps(self.items, indent=1, sort_keys=True))
 
 
 class FilesDone:
@@ -61,10 +59,7 @@ class FilesDone:
         if self.path is None or (not force and now - self._last < self.every_s):
             return
         self._last = now
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(str(n))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, str(n), durable=False)  # a progress counter, rewritten twice a second
 
 
 def files_done(folder: str | Path) -> int:

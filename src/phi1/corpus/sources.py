@@ -35,6 +35,7 @@ from typing import Any, Iterator
 
 from phi1.corpus.config import SourceConfig
 from phi1.errors import InputError
+from phi1.files import write_atomic
 
 TEST_DIRS = frozenset({"test", "tests", "idle_test"})
 SKIP_DIRS = frozenset({"__pycache__", "site-packages", "dist-packages"})
@@ -238,9 +239,7 @@ def resolve_sources(sources: list[SourceConfig], paths_dir: Path) -> list[Resolv
             _check_parquet_fields(folder / files[0][0], src, where)
         units = _parquet_units(folder, files, where) if src.kind == "parquet" else [rel for rel, _ in files]
         paths_file = paths_dir / f"{i:03d}-{name}.txt"
-        tmp = paths_file.with_suffix(".tmp")
-        tmp.write_text("".join(f"{u}\n" for u in units))
-        os.replace(tmp, paths_file)
+        write_atomic(paths_file, "".join(f"{u}\n" for u in units))
         out.append(ResolvedSource(i, src.kind, name, str(folder), str(paths_file), len(files),
                                   sum(st.st_size for _, st in files), src.text_field, src.id_field, src.limit,
                                   len(units)))

@@ -18,14 +18,13 @@ reply there, exactly as if it had been sent live.
 from __future__ import annotations
 
 import json
-import os
 import re
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from phi1.errors import InputError, SkipStage
+from phi1.files import write_jsonl_atomic
 from phi1.llm.cache import ResponseCache
 from phi1.llm.schema import CHAT_PATH, COMPLETIONS_PATH, MalformedResponse, parse_response
 
@@ -70,12 +69,7 @@ def export_batch(path: str | Path, items: Iterable[tuple[str, str, dict[str, Any
         stem = path.name[: len(path.name) - len("".join(path.suffixes))] if path.suffixes else path.name
         targets = [path.with_name(f"{stem}-part{i:05d}{suffix}") for i in range(len(chunks))]
     for target, chunk in zip(targets, chunks):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            for key, url, body in chunk:
-                f.write(json.dumps(batch_line(key, url, body), ensure_ascii=False) + "\n")
-        os.replace(tmp, target)
+        write_jsonl_atomic(target, (batch_line(key, url, body) for key, url, body in chunk))
     return targets
 
 

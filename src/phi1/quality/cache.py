@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import uuid
 from collections import OrderedDict
@@ -37,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from phi1.errors import Phi1Error
+from phi1.files import atomic_open
 
 KEY_DTYPE = np.dtype("S16")
 
@@ -210,12 +210,8 @@ def _npy_shape(path: Path) -> tuple[int, ...]:
 
 
 def _atomic_save(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:
         write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class CachedEmbedder:

@@ -20,9 +20,6 @@ means nothing on CodeGen features.
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from phi1.errors import InputError, Phi1Error
-from phi1.files import write_json_atomic
+from phi1.files import atomic_path, write_json_atomic
 from phi1.stage import StageContext, StageResult
 
 MODEL_PKL = "model.pkl"
@@ -86,11 +83,9 @@ class QualityModel:
         import joblib
 
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{MODEL_PKL}.{uuid.uuid4().hex[:8]}.tmp"
-        joblib.dump({"estimator": self.estimator, **self.describe()}, tmp)
-        os.replace(tmp, folder / MODEL_PKL)
-        (folder / MODEL_JSON).write_text(json.dumps(self.describe(), indent=2, sort_keys=True, default=str) + "\n")
+        with atomic_path(folder / MODEL_PKL) as tmp:
+            joblib.dump({"estimator": self.estimator, **self.describe()}, tmp)
+        write_json_atomic(folder / MODEL_JSON, self.describe())
 
     @classmethod
     def load(cls, folder: str | Path) -> "QualityModel":

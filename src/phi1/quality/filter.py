@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from phi1.errors import InputError, Phi1Error
+from phi1.files import write_atomic
 from phi1.stage import StageContext, StageResult
 
 SCORE_KEY = "quality_score"
@@ -101,17 +101,10 @@ class _ScoreRecorder:
             self.ties.append(tiebreak(str(d.id)))
 
     def save(self, folder: str, rank: int) -> None:
-        os.makedirs(folder, exist_ok=True)
-        path = Path(folder) / f"{rank:05d}.npz"
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         buf = io.BytesIO()
         np.savez(buf, id=np.array(self.ids, dtype=str), score=np.array(self.scores, dtype=np.float64),
                  size=np.array(self.sizes, dtype=np.int64), tie=np.array(self.ties, dtype=np.uint64))
-        with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(Path(folder) / f"{rank:05d}.npz", buf.getvalue())
 
 
 def read_scores(folder: str | Path, world_size: int | None = None, with_ids: bool = False) -> dict[str, np.ndarray]:
