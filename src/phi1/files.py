@@ -106,8 +106,10 @@ def jsonl_line(record: Any) -> str:
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:
-        line = json.dumps(record, ensure_ascii=True)
-    return line
+        return json.dumps(record, ensure_ascii=True)
+    # Characters that str.splitlines() (and some JSONL readers) take for line
+    # breaks stay escaped, so one record is always one line.
+    return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
 
 
 def write_jsonl_atomic(path: str | Path, records: Any) -> int:
