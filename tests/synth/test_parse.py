@@ -175,3 +175,11 @@ def test_textbook_checks():
                           100).code_blocks == 1
     with_import = check_textbook(prose + "\n```python\nimport math\nfrom collections import Counter\n```\n", 100)
     assert with_import.modules == ["collections", "math"]
+
+
+def test_replies_are_cleaned_before_parsing():
+    from phi1.synth.chunks import clean_text
+
+    assert clean_text("<think>\nplan it\n</think>\n\n```python\nx = 1\n```") == "```python\nx = 1\n```"
+    assert clean_text("keep <think>inline</think> text") == "keep <think>inline</think> text"
+    assert clean_text("a\ud800b\x00c") == "a?bc" and clean_text("é plain") == "é plain"

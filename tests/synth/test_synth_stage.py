@@ -183,10 +183,13 @@ def batch_output(requests: Path, respond, vllm: bool) -> str:
         class R:  # what the scripted responder reads
             last_user_message = req["body"]["messages"][-1]["content"]
 
-        text = respond(R)
+        text, finish = respond(R), "stop"
+        limit = 4 * req["body"]["max_tokens"]  # a server stops at max_tokens (~4 characters a token)
+        if len(text) > limit:
+            text, finish = text[:limit], "length"
         body = {"id": f"chatcmpl-{n}", "object": "chat.completion", "model": req["body"]["model"],
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": "stop"}],
+                             "finish_reason": finish}],
                 "usage": {"prompt_tokens": 100, "completion_tokens": len(text) // 4, "total_tokens": 0}}
         if vllm:  # `vllm run-batch` has written the completion itself as the response (no envelope)
             out.append({"id": f"vllm-{n}", "custom_id": req["custom_id"], "response": body, "error": None})
@@ -214,6 +217,29 @@ def test_batch_files_round_trip(tmp_path, vllm):
     m = run_synth(cfg)
     assert m["counts"]["exercises_kept"] == 2 and m["counts"]["exercises_dropped_assert_failed"] == 1
     assert m["metrics"]["llm"]["sent"] == 0 and m["metrics"]["llm"]["batch"]["imported"] == 3
+
+
+def test_batch_files_with_a_round_of_re_asks_for_cut_replies(tmp_path):
+    kinds = ["valid:0", "cut_then_fits", "valid:2"]
+    first = tmp_path / "batch" / "round1.jsonl"
+    cfg = synth_config(tmp_path, None, f"synth.llm.batch_export={first}", textbooks=0, exercises=3)
+    script = Script(cfg, {"exercises": kinds})
+    assert Pipeline(cfg, echo=lambda s: None).run(only=["synth"])["synth"] == "skipped"
+    out1 = tmp_path / "batch" / "out1.jsonl"
+    out1.write_text(batch_output(tmp_path / "batch" / "round1-exercises-0000.jsonl", script.respond, False))
+    # round 2: the cut reply is asked again with twice the tokens, exported to the new file
+    second = tmp_path / "batch" / "round2.jsonl"
+    cfg = synth_config(tmp_path, None, f"synth.llm.batch_import=['{out1}']", f"synth.llm.batch_export={second}",
+                       textbooks=0, exercises=3)
+    assert Pipeline(cfg, echo=lambda s: None).run(only=["synth"])["synth"] == "skipped"
+    reasks = [json.loads(line) for line in (tmp_path / "batch" / "round2-exercises-0000.jsonl").read_text()
+              .splitlines()]
+    assert len(reasks) == 1 and reasks[0]["body"]["max_tokens"] == 400
+    out2 = tmp_path / "batch" / "out2.jsonl"
+    out2.write_text(batch_output(tmp_path / "batch" / "round2-exercises-0000.jsonl", script.respond, True))
+    cfg = synth_config(tmp_path, None, f"synth.llm.batch_import=['{out1}', '{out2}']", textbooks=0, exercises=3)
+    m = run_synth(cfg)
+    assert m["counts"]["exercises_kept"] == 3 and m["metrics"]["llm"]["sent"] == 0
 
 
 def test_seed_count_beyond_the_space_is_a_config_error(tmp_path):

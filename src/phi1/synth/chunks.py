@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,11 +66,17 @@ class ChunkResult:
                    d.get("completion_tokens", 0), d.get("cost_usd"))
 
 
+_THINKING = re.compile(r"\A\s*<think>.*?</think>\s*", re.S)
+
+
 def clean_text(text: str) -> str:
-    """A reply as text every writer and reader takes: lone surrogates (valid in
-    JSON, not in UTF-8) become "?", NUL characters are removed."""
-    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "") if not text.isascii() or \
-        "\x00" in text else text
+    """A reply as text every writer and reader takes: a reasoning model's
+    leading ``<think>...</think>`` removed, lone surrogates (valid in JSON, not
+    in UTF-8) replaced by "?", NUL characters removed."""
+    text = _THINKING.sub("", text)
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
 
 
 def part_paths(folder: Path, kind: str, chunk: int) -> tuple[Path, Path, Path]:

@@ -176,7 +176,8 @@ def write_prompts(plans: list[Plan], folder: Path, llm: Any, progress: Callable[
     """Every request of the plans as JSONL (``prompts/<kind>.jsonl.gz``: id,
     seed, prompt id, messages) and, when the model is named, as a Batch API /
     ``vllm run-batch`` input file (``batch/requests.jsonl``, split every
-    50,000 requests): importing its output later fills the response cache."""
+    50,000 requests): importing its output later fills the response cache.
+    Returns the files written, relative to ``folder``."""
     from phi1.files import atomic_open, jsonl_line
     from phi1.llm import export_batch
     from phi1.llm.schema import request_body, request_key, request_path
@@ -194,8 +195,9 @@ def write_prompts(plans: list[Plan], folder: Path, llm: Any, progress: Callable[
                 if llm.model:
                     body = request_body(llm, req)
                     batch_items.append((request_key(request_path(req), body), request_path(req), body))
-        written["prompts"].append(str(path))
-        progress(f"wrote {plan.count:,} {plan.kind} prompts to {path}")
+        written["prompts"].append(str(path.relative_to(folder)))
+        progress(f"wrote {plan.count:,} {plan.kind} prompts")
     if batch_items:
-        written["batch"] = [str(p) for p in export_batch(folder / "batch" / "requests.jsonl", batch_items)]
+        paths = export_batch(folder / "batch" / "requests.jsonl", batch_items)
+        written["batch"] = [str(p.relative_to(folder)) for p in paths]
     return written

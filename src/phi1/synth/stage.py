@@ -82,10 +82,11 @@ def run(ctx: StageContext) -> StageResult:
         metrics["prompts"] = written
         counts.update({f"{p.kind}_asked": p.count for p in plans})
         counts.update({f"{p.kind}_kept": 0 for p in plans})
-        batch = (f" and a Batch API file ({', '.join(written['batch'])})" if written["batch"]
+        final = ctx.run_dir / ctx.name
+        batch = (f" and a Batch API file ({', '.join(str(final / b) for b in written['batch'])})" if written["batch"]
                  else " (set [synth.llm] model to also get a Batch API file)")
         line = (f"no endpoint ([synth.llm] base_urls, batch files, or backend = 'transformers'): wrote "
-                f"{sum(p.count for p in plans):,} prompts to {ctx.run_dir / ctx.name / 'prompts'}{batch}; "
+                f"{sum(p.count for p in plans):,} prompts to {final / 'prompts'}{batch}; "
                 "no records generated")
         ctx.log(line)
         summary += [line, estimate_line(est), *coverage_lines(requested)]
