@@ -66,9 +66,10 @@ def test_every_drop_reason_is_counted_exactly(tmp_path):
     script = Script(cfg, {"exercises": EXERCISE_KINDS, "textbooks": TEXTBOOK_KINDS})
     permanent_400 = (lambda req: "Function: `" + script.names[15] + "`" in req.last_user_message,
                      Fault.bad_request())
-    # every distinct request fails twice (a 500, then a dropped connection) before it is answered
-    with OpenAIServer(script.respond, rules=[permanent_400],
-                      per_request_faults=[Fault.server_error(), Fault.drop()]) as srv:
+    # every distinct request fails four times (a 429 with Retry-After, a 500, a malformed 200, a dropped
+    # connection) before it is answered
+    faults = [Fault.too_many(0.01), Fault.server_error(), Fault.malformed(), Fault.drop()]
+    with OpenAIServer(script.respond, rules=[permanent_400], per_request_faults=faults) as srv:
         cfg = synth_config(tmp_path, srv.base_url, "synth.dedup_against=mine")
         write_mine(cfg, script)
         m = run_synth(cfg)
@@ -86,11 +87,12 @@ def test_every_drop_reason_is_counted_exactly(tmp_path):
         assert c["textbooks_kept"] == 3
         assert c["failed"] == 1 and m["failed"] == 1
 
-        # what the server saw: each distinct request answered exactly once, after its two faults
+        # what the server saw: each distinct request answered exactly once, after its four faults
         ok = srv.ok_counts()
         assert set(ok.values()) == {1}
         assert len(ok) == len(EXERCISE_KINDS) - 1 + 2 + len(TEXTBOOK_KINDS)  # minus the 400, plus 2 cut re-asks
         assert srv.outcomes()["400"] == 1  # not retried
+        assert {srv.outcomes()[k] for k in ("429", "500", "malformed", "drop")} == {len(ok)}
         ex = m["metrics"]["exercises"]
         assert ex["cut"] == 1 and m["metrics"]["llm"]["cut_reasks"] == 2
 
