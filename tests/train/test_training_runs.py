@@ -66,10 +66,13 @@ def test_sigkilled_pretrain_resumes_exactly(runs, capsys):
     assert first.exists(), "the run never wrote its first checkpoint"
     assert not (root / "killed" / "pretrain" / "manifest.json").exists(), "finished before it could be killed"
 
+    # The resume changes execution fields only (device, logging sinks, parallelism): the
+    # interrupted attempt and its checkpoints are reused, not discarded.
     with one_thread():
-        assert main(["pretrain", "--config", str(cfg)]) == 0
+        assert main(["pretrain", "--config", str(cfg), "--set", "pretrain.device=cpu",
+                     "--set", "pretrain.tensorboard=false", "--set", "pretrain.parallel=ddp"]) == 0
     out = capsys.readouterr().out
-    assert "resuming interrupted attempt" in out and "resumed from" in out
+    assert "resuming interrupted attempt" in out and "resumed from" in out and "discarding" not in out
 
     ref, resumed = train_losses(root / "ref"), train_losses(root / "killed")
     assert sorted(resumed) == list(range(1, STEPS + 1))  # no step lost or repeated in the log
