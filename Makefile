@@ -11,12 +11,13 @@ STAMP  := $(VENV)/.phi1-installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean-runs help
+.PHONY: setup demo test bench docs clean-runs help
 
 help:
 	@echo "make demo   # set up .venv and run the offline demo pipeline (configs/demo.toml)"
 	@echo "make test   # set up .venv and run the test suite"
 	@echo "make bench  # throughput benchmarks (bench/), results in bench/RESULTS.md"
+	@echo "make docs   # regenerate the option reference (docs/reference/) from the typed config"
 
 setup: $(STAMP)
 
@@ -38,6 +39,9 @@ bench: setup
 	$(PY) bench/filter_throughput.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/execute_throughput.py
+
+docs: setup
+	$(VENV)/bin/phi1 config --reference
 
 clean-runs:
 	rm -rf runs

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from phi1.config import ConfigError, load_config
 from phi1.errors import Phi1Error
+from phi1.reference import DEFAULT_OUT, docs_page
 from phi1.registry import all_stages, get_stage
 
 _SET_HELP = "override a config key, e.g. --set run.name=try1 --set pretrain.max_steps=10 (repeatable)"
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="phi1",
         description="phi-1 (Textbooks Are All You Need) as a toolkit: filter a code corpus to textbook "
         "quality, train the phi-1 model, evaluate it on HumanEval.",
+        epilog=f"docs: {docs_page('')} (each command's --help names its own page)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -74,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     from phi1.synth.cli import add_parser as add_synth_plan_parser
 
     add_synth_plan_parser(sub)
+
+    p = sub.add_parser("config", help="write the option reference (docs/reference/) from the typed config")
+    p.add_argument("--reference", action="store_true", required=True,
+                   help="write one Markdown table per config section (key, type, default, range, kind, doc)")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help=f"folder to write (default {DEFAULT_OUT})")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the folder differs from the code")
+
+    for name, p in sub.choices.items():  # every command's --help names its docs page
+        if not p.epilog:
+            p.epilog = f"docs: {docs_page(name)}"
     return parser
 
 
@@ -105,6 +117,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from phi1.synth.cli import run_command as run_synth_plan
 
         return run_synth_plan(args)
+    if cmd == "config":
+        return _write_reference(args)
     if cmd == "export":
         from phi1.train.export import export_checkpoint
 
@@ -130,6 +144,25 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return 0
     spec = get_stage(cmd, all_stages())
     pipeline.run(only=[spec.name], force=args.force)
+    return 0
+
+
+def _write_reference(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from phi1.reference import REGENERATE, write_reference
+
+    out = Path(args.out)
+    problems = write_reference(out, check=args.check)
+    if args.check:
+        for line in problems:
+            print(line, file=sys.stderr)
+        if problems:
+            print(f"the option reference is out of date: run `{REGENERATE}`", file=sys.stderr)
+            return 1
+        print(f"{out}: up to date")
+        return 0
+    print(f"{out}: {len(problems)} file(s) updated" if problems else f"{out}: already up to date")
     return 0
 
 
