@@ -118,3 +118,21 @@ def test_execute_stage_resumes_from_progress(tmp_path):
     results = [json.loads(x) for x in (ctx.work_dir / RESULTS_NAME).read_text().splitlines()]
     assert [x["passed"] for x in results] == [True, True, True, False, True, False]
     assert res.extra["resumed_samples"] == 1 and "canonical_pass_rate" not in res.metrics
+
+
+def test_any_valid_json_sample_round_trips_and_fails_alone(tmp_path):
+    # a lone surrogate is valid JSON (\ud800) but not encodable as UTF-8; a completion of
+    # nothing but line breaks of every kind; a NUL byte: each fails its own sample only
+    hostile = ["    return '\ud800'\n", "\r\r\n\r", "    return 0\x00\n", "    return x\udfff\n"]
+    rows = [{"task_id": "HumanEval/0", "completion": c, "i": i} for i, c in enumerate(hostile)]
+    rows.append({"task_id": "HumanEval/0", "completion": HE["HumanEval/0"].canonical_solution, "i": 99})
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))  # ensure_ascii: \ud800 as an escape
+    r = subprocess.run([PHI1, "execute", str(samples), "--timeout", "3", "--workers", "1", "--k", "1"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(x) for x in (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()]
+    assert [x["completion"] for x in out] == [x["completion"] for x in rows]  # exactly as read
+    assert [x["passed"] for x in out] == [False] * len(hostile) + [True]
+    assert out[0]["result"].startswith("failed: 'utf-8' codec can't encode character '\\ud800'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["samples.jsonl", "samples.jsonl_results.jsonl"]

@@ -51,6 +51,10 @@ class ExecuteConfig:
     sandbox: Literal["auto", "bubblewrap", "fallback"] = option(
         "auto", doc="auto = bubblewrap, else the rlimit fallback with a loud warning; bubblewrap = required"
     )
+    sockets: bool = option(
+        False, doc="let programs create inet/inet6 sockets (inside the sandbox's own, empty network "
+                   "namespace); unix sockets and socketpair() stay refused"
+    )
     k: list[int] = option([1, 10, 100], doc="pass@k for each k with n >= k samples on every problem")
     canonical_check: bool = option(True, doc="also run the problems' canonical solutions (expect 100%)")
 

@@ -124,12 +124,14 @@ class Evaluation:
                              + (f" and {len(failed) - 5} more" if len(failed) > 5 else ""))
         if self.sandbox.get("kind") != "bubblewrap":
             lines.append("sandbox: FALLBACK, weaker isolation (see the warning above)")
+        elif self.sandbox.get("warnings"):
+            lines.append(f"sandbox: {len(self.sandbox['warnings'])} layer(s) missing here (see the warning above)")
         return lines
 
 
 def limits_for(cfg: ExecuteConfig) -> SandboxLimits:
     return SandboxLimits(timeout_s=cfg.timeout_s, memory_mb=cfg.memory_mb, max_processes=cfg.max_processes,
-                         max_file_mb=cfg.max_file_mb)
+                         max_file_mb=cfg.max_file_mb, sockets=cfg.sockets)
 
 
 def evaluate(samples: Sequence[Sample], problems: Mapping[str, Problem], config: ExecuteConfig,

