@@ -167,7 +167,9 @@ def test_without_an_endpoint_only_prompts_and_a_batch_file(tmp_path, capsys):
         prompts = [json.loads(line) for line in fh]
     assert [p["id"] for p in prompts] == [f"synth-exercise-{i:08d}" for i in range(4)]
     assert prompts[0]["prompt_id"] == "exercise-v1" and prompts[0]["messages"][-1]["role"] == "user"
-    lines = (folder / "batch" / "requests.jsonl").read_text().splitlines()
+    batch = sorted((folder / "batch").iterdir())
+    assert [p.name for p in batch] == ["requests-exercises-0000.jsonl", "requests-textbooks-0000.jsonl"]
+    lines = [line for p in batch for line in p.read_text().splitlines()]
     assert len(lines) == 7
     first = json.loads(lines[0])
     assert first["url"] == "/v1/chat/completions" and first["body"]["model"] == "teacher"
@@ -369,3 +371,18 @@ def test_an_unusable_embedder_costs_the_histogram_not_the_data(tmp_path):
         m = run_synth(cfg)
     assert m["counts"]["exercises_kept"] == 3
     assert "error" in m["metrics"]["exercises"]["nearest_neighbour"]
+
+
+def test_prompt_files_split_and_use_the_clients_cache_keys(tmp_path):
+    from phi1.llm import LLMClient
+    from phi1.synth.plan import make_plans, write_prompts
+    from phi1.synth.seeds import SeedSpace
+
+    cfg = synth_config(tmp_path, None, textbooks=0, exercises=7).section("synth")
+    plan = make_plans(cfg, SeedSpace.load(), 0)[0]
+    written = write_prompts([plan], tmp_path, cfg.llm, lambda s: None, per_file=3)
+    assert written["batch"] == [f"batch/requests-exercises-{g:04d}.jsonl" for g in range(3)]
+    lines = [json.loads(x) for f in written["batch"] for x in (tmp_path / f).read_text().splitlines()]
+    assert [len((tmp_path / f).read_text().splitlines()) for f in written["batch"]] == [3, 3, 1]
+    with LLMClient(cfg.llm, None) as client:  # what a live run (or batch_import) looks up
+        assert [x["custom_id"] for x in lines] == client.keys([plan.request(plan.seed(i)) for i in range(7)])

@@ -172,32 +172,36 @@ def estimate_line(est: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- prompt files
 
 
-def write_prompts(plans: list[Plan], folder: Path, llm: Any, progress: Callable[[str], None]) -> dict[str, Any]:
+def write_prompts(plans: list[Plan], folder: Path, llm: Any, progress: Callable[[str], None],
+                  per_file: int = 50_000) -> dict[str, Any]:
     """Every request of the plans as JSONL (``prompts/<kind>.jsonl.gz``: id,
-    seed, prompt id, messages) and, when the model is named, as a Batch API /
-    ``vllm run-batch`` input file (``batch/requests.jsonl``, split every
-    50,000 requests): importing its output later fills the response cache.
+    seed, prompt id, messages) and, when the model is named, as Batch API /
+    ``vllm run-batch`` input files (``batch/requests-<kind>-NNNN.jsonl``, at
+    most ``per_file`` requests each, OpenAI's limit): importing their outputs
+    later fills the response cache. Memory is bounded by one file's requests.
     Returns the files written, relative to ``folder``."""
     from phi1.files import atomic_open, jsonl_line
     from phi1.llm import export_batch
     from phi1.llm.schema import request_body, request_key, request_path
 
     written: dict[str, Any] = {"prompts": [], "batch": []}
-    batch_items: list[tuple[str, str, dict[str, Any]]] = []
     for plan in plans:
         path = folder / "prompts" / f"{plan.kind}.jsonl.gz"
         with atomic_open(path) as fh:
-            for i in range(plan.count):
-                seed = plan.seed(i)
-                req = plan.request(seed)
-                fh.write(jsonl_line({"id": plan.record_id(i), "seed": seed.to_json(), "prompt_id": plan.prompt_id,
-                                     "max_tokens": plan.max_tokens, "messages": req.messages}) + "\n")
-                if llm.model:
-                    body = request_body(llm, req)
-                    batch_items.append((request_key(request_path(req), body), request_path(req), body))
+            for group, start in enumerate(range(0, plan.count, per_file)):
+                items: list[tuple[str, str, dict[str, Any]]] = []
+                for i in range(start, min(plan.count, start + per_file)):
+                    seed = plan.seed(i)
+                    req = plan.request(seed)
+                    fh.write(jsonl_line({"id": plan.record_id(i), "seed": seed.to_json(),
+                                         "prompt_id": plan.prompt_id, "max_tokens": plan.max_tokens,
+                                         "messages": req.messages}) + "\n")
+                    if llm.model:
+                        body = request_body(llm, req)
+                        items.append((request_key(request_path(req), body), request_path(req), body))
+                if items:
+                    target = folder / "batch" / f"requests-{plan.kind}-{group:04d}.jsonl"
+                    written["batch"] += [str(p.relative_to(folder)) for p in export_batch(target, items, per_file)]
         written["prompts"].append(str(path.relative_to(folder)))
         progress(f"wrote {plan.count:,} {plan.kind} prompts")
-    if batch_items:
-        paths = export_batch(folder / "batch" / "requests.jsonl", batch_items)
-        written["batch"] = [str(p.relative_to(folder)) for p in paths]
     return written
