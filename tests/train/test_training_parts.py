@@ -119,3 +119,102 @@ def test_config_checks_and_paper_defaults(tmp_path):
             == (256, 1e-4, 50, 0.01, 6000, 1000)
     assert load_config("configs/phi-1.toml").pretrain.max_steps == 24000
     assert math.isclose(load_config("configs/phi-1.toml").model.dropout, -1.0)  # the preset's 0.1
+
+
+def test_schedule_horizon_is_separate_from_the_stop():
+    from phi1.train.config import PretrainConfig
+
+    paper = LRSchedule.from_config(PretrainConfig(max_steps=24000, decay_steps=36000, warmup_steps=750, lr=1e-3))
+    assert paper.decay_steps == 36000
+    assert paper(24000) == pytest.approx(1e-3 * (1 - (24000 - 750) / (36000 - 750)))  # ~1/3 of the peak: no decay to 0
+    assert paper(36000) == pytest.approx(0.0) and paper(40000) == pytest.approx(0.0)
+    assert LRSchedule.from_config(PretrainConfig(max_steps=100, warmup_steps=10)).decay_steps == 100  # 0 = max_steps
+    with pytest.raises(ValueError, match="decay_steps = 5 must be after warmup_steps = 10"):
+        PretrainConfig(max_steps=100, warmup_steps=10, decay_steps=5)
+
+
+def test_padding_never_counts_as_tokens():
+    from phi1.model.presets import ModelFlops
+
+    batch = collate([Example(np.arange(3)), Example(np.arange(10))], pad_id=0)
+    assert batch.n_positions == 2 * 16 and batch.n_tokens == 13 and batch.sq_tokens == 3**2 + 10**2
+    f = ModelFlops(dense=6.0e6, attention=100.0)
+    assert f.of_rows(batch.n_tokens, batch.sq_tokens) == 6.0e6 * 13 + 100.0 * (9 + 100)
+    full = collate([Example(np.arange(8)), Example(np.arange(8))], pad_id=0)  # packed rows: no padding
+    assert f.of_rows(full.n_tokens, full.sq_tokens) == pytest.approx(16 * f.per_token(8))
+
+
+def test_peak_comes_from_config_table_or_a_cached_calibration(tmp_path, monkeypatch):
+    from phi1.train import metrics
+
+    assert metrics.resolve_peak(torch.device("cpu"), "bf16", 5e12, tmp_path).source == "config"
+    h100 = metrics.gpu_peak("NVIDIA H100 80GB HBM3", "bf16")
+    assert (h100.flops, h100.source) == (989e12, "table")
+    assert metrics.gpu_peak("NVIDIA H100 PCIe", "bf16").flops == 756e12  # not the SXM row
+    assert metrics.gpu_peak("NVIDIA H100 80GB HBM3", "fp32").flops == 494.7e12  # tf32
+    unknown = metrics.gpu_peak("Some Future GPU", "bf16")
+    assert unknown.flops is None and "peak_flops" in unknown.detail and "no peak" in unknown.label()
+
+    calls = []
+
+    def fake_measure(dtype, **_kw):
+        calls.append(dtype)
+        return {torch.float32: 2e11, torch.bfloat16: 9e11}[dtype]
+
+    monkeypatch.setattr(metrics, "measure_matmul_flops", fake_measure)
+    bf16 = metrics.cpu_peak("bf16", tmp_path)
+    assert (bf16.flops, bf16.source) == (9e11, "measured") and "bf16 2048x2048 matmul" in bf16.label()
+    assert metrics.cpu_peak("fp32", tmp_path).flops == 2e11  # another dtype, another calibration
+    again = metrics.cpu_peak("bf16", tmp_path)
+    assert again.flops == 9e11 and "cached" in again.detail and calls == [torch.bfloat16, torch.float32]
+    (tmp_path / metrics.CALIBRATION_FILE).write_text("{not json")  # a damaged cache is measured again
+    assert metrics.cpu_peak("bf16", tmp_path).flops == 9e11 and len(calls) == 3
+    assert metrics.mfu(4.5e11, 9e11) == pytest.approx(0.5) and metrics.mfu(1.0, None) is None
+
+
+def test_calibration_measures_a_real_matmul():
+    from phi1.train.metrics import measure_matmul_flops
+
+    assert measure_matmul_flops(torch.float32, n=256, budget_s=0.01) > 1e8  # any CPU does 0.1 GFLOP/s
+
+
+def test_precision_auto_follows_the_cpu(monkeypatch):
+    from phi1 import devices
+    from phi1.errors import Phi1Error
+    from phi1.train.precision import choose_precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_bf16_support", lambda: (True, "bf16: the CPU reports AMX-BF16"))
+    p = choose_precision("auto", cpu)
+    assert p.name == "bf16" and p.half == torch.bfloat16 and "AMX-BF16" in p.reason
+    monkeypatch.setattr(devices, "cpu_bf16_support", lambda: (False, "fp32: no native bf16 matmul"))
+    p = choose_precision("auto", cpu)
+    assert p.name == "fp32" and p.half is None and "no native bf16" in p.reason
+    assert choose_precision("bf16", cpu).name == "bf16"  # asked for: taken, slow or not
+    with pytest.raises(Phi1Error, match="pretrain.precision = 'fp16' needs a GPU"):
+        choose_precision("fp16", cpu, key="pretrain.precision")
+
+
+def test_compile_rule():
+    from phi1.train.compiling import COMPILE_SECONDS, PAYBACK, compile_decision
+
+    assert compile_decision(True, device_type="cpu", remaining_steps=1, step_flops=1.0, peak_flops=1.0)[0]
+    assert not compile_decision(False, device_type="cuda", remaining_steps=10**6, step_flops=1e15,
+                                peak_flops=1e15)[0]
+    # auto: projected training time (at 50% MFU) against PAYBACK x the compile estimate
+    step_s = 2.0  # a 1e15-FLOP step at 50% of 1e15 FLOP/s
+    enough = math.ceil(PAYBACK * COMPILE_SECONDS["cuda"] / step_s)
+    on, why = compile_decision("auto", device_type="cuda", remaining_steps=enough, step_flops=1e15, peak_flops=1e15)
+    assert on and why.startswith("auto:") and ">=" in why
+    off, why = compile_decision("auto", device_type="cuda", remaining_steps=enough - 1, step_flops=1e15,
+                                peak_flops=1e15)
+    assert not off and "<" in why
+    assert not compile_decision("auto", device_type="cpu", remaining_steps=10**9, step_flops=1.0, peak_flops=None)[0]
+
+
+def test_checkpoint_format_rule():
+    from phi1.train.checkpoint import checkpoint_format
+
+    assert checkpoint_format("auto", "fsdp") == "sharded"
+    assert checkpoint_format("auto", "ddp") == checkpoint_format("auto", "single") == "full"
+    assert checkpoint_format("sharded", "single") == "sharded" and checkpoint_format("full", "fsdp") == "full"

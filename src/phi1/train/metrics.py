@@ -218,6 +218,7 @@ class MetricsLog:
         if not self.enabled:
             return
         if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a")
         self._fh.write(json.dumps(record, sort_keys=True) + "\n")
         self._fh.flush()
