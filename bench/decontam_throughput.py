@@ -37,8 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from phi1.decontam.ast_match import (AstIndex, AstOptions, linearize, node_children,  # noqa: E402
-                                     node_label, parse_snippet)
+from phi1.decontam.ast_match import AstIndex, linearize, node_children, node_label, parse_snippet  # noqa: E402
 from phi1.decontam.ngram import NgramIndex  # noqa: E402
 from phi1.evaluate.problems import load_problems  # noqa: E402
 

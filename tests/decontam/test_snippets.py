@@ -56,3 +56,4 @@ def test_no_code_no_snippets_and_a_bound_on_huge_files():
 def test_exercise_is_one_program():
     r = exercise_record("e1", "def f(x):\n    \"\"\"Doc.\"\"\"\n", "    return x\n")
     assert [s.text for s in r.snippets] == [r.text] and r.text.endswith("return x\n")
+

@@ -23,6 +23,7 @@ PLANTED = {r["id"] for r in fx.planted_exercises()}
 
 def config(tmp_path, *overrides):
     path = tmp_path / "run.toml"
+    problems = fx.problem_subset(tmp_path / "problems.jsonl")
     path.write_text(f"""
 [run]
 root = "{tmp_path / 'runs'}"
@@ -30,6 +31,7 @@ name = "dc"
 
 [decontam]
 inputs = ["mine", "filter"]
+problems = "{problems}"
 evidence = "markdown"
 
 [decontam.executor]
@@ -89,7 +91,7 @@ def test_similarity_table_problems_and_evidence(run):
     assert {r["id"] for r in rows if r["similar_at"] is not None} == PLANTED
     assert all(r["embedding_nearest"] for r in rows)  # the embedding signal ran inside the datatrove tasks
     probs = {r["task_id"]: r for r in read_jsonl(d / "problems.jsonl")}
-    assert len(probs) == 164
+    assert list(probs) == [p["task_id"] for p in read_jsonl(cfg.section("decontam").problems)]
     similar = sorted(t for t, r in probs.items() if r["similar_at"] is not None)
     assert similar == sorted({t for t, _ in fx.PLANTS})
     assert probs["HumanEval/23"]["ast_matchable"] is False
@@ -103,16 +105,18 @@ def test_table3_from_the_decontam_folder_and_execute_results(run, tmp_path):
     cfg, _ = run
     d = cfg.run_dir / "decontam"
     similar = {t for t, _ in fx.PLANTS}
+    checked = [r["task_id"] for r in read_jsonl(d / "problems.jsonl")]
     # a model that solves exactly the problems it saw copies of, and one other
-    rows = [{"task_id": t, "n": 1, "correct": int(t in similar or t == "HumanEval/1")} for t in fx.humaneval()]
+    rows = [{"task_id": t, "n": 1, "correct": int(t in similar or t == "HumanEval/1")} for t in checked]
     results = tmp_path / "per_task.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in rows))
     t3 = table3_from_folders(d, results)
     by_tau = {r.tau: r for r in t3.rows}
     assert list(by_tau) == [0.95, 0.9, 0.85, 0.8]
+    rest = len(checked) - len(similar)
     for r in by_tau.values():
         assert (r.similar.problems, r.similar.pass_at_1) == (len(similar), 1.0)
-        assert (r.non_similar.problems, r.non_similar.pass_at_1) == (164 - len(similar), 1 / (164 - len(similar)))
+        assert (r.non_similar.problems, r.non_similar.pass_at_1) == (rest, 1 / rest)
 
 
 def test_second_run_is_current_even_with_other_execution_settings(run, tmp_path):

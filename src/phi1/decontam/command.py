@@ -58,22 +58,12 @@ def read_training_jsonl(path: str | Path, text_field: str = "text") -> Iterator[
                              f"(an exercise record); its keys: {keys} (choose one with --text-field)")
 
 
-def _batches(items: Iterator[TrainingRecord], size: int) -> Iterator[list[TrainingRecord]]:
-    batch: list[TrainingRecord] = []
-    for it in items:
-        batch.append(it)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def check_file(train: str | Path, out: str | Path, problems: str = "humaneval", text_field: str = "text",
                options: ScanOptions = ScanOptions(), embed_cfg: Any = None, batch_size: int = 1024,
                evidence: str | Path | None = None, results: str | Path | None = None,
                progress: bool = True, echo: Callable[[str], None] = print) -> FileReport:
     """Scan ``train`` against ``problems``; write the rows to ``out`` (atomically)."""
+    from datatrove.utils.batching import batched
     from tqdm import tqdm
 
     from phi1.evaluate.problems import load_problems
@@ -108,7 +98,7 @@ def check_file(train: str | Path, out: str | Path, problems: str = "humaneval", 
     n = 0
     with atomic_open(out, "w") as fh, tqdm(desc="contamination", unit=" records",
                                            disable=None if progress else True) as bar:  # None: on a terminal
-        for batch in _batches(read_training_jsonl(train, text_field), batch_size):
+        for batch in batched(read_training_jsonl(train, text_field), batch_size):
             for row in scanner.scan(batch):
                 fh.write(jsonl_line(row) + "\n")
             n += len(batch)

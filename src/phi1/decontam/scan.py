@@ -92,13 +92,19 @@ class ProblemIndex:
     vectors: np.ndarray | None = None
 
     @classmethod
-    def build(cls, problems: Iterable[Any], options: ScanOptions, embedder: Any = None) -> "ProblemIndex":
+    def build(cls, problems: Iterable[Any], options: ScanOptions, embedder: Any = None,
+              vectors: np.ndarray | None = None) -> "ProblemIndex":
+        """``vectors``: the problems' embeddings computed before (a scan task gets
+        them from the stage instead of embedding the problems again)."""
         probs = list(problems)
         programs = [p.prompt + p.canonical_solution for p in probs]
         texts = [p.prompt + p.canonical_solution + "\n" + p.test for p in probs]
         lin = [linearize(t, options.ast) for t in programs] if options.uses("ast") else [None] * len(probs)
         ngrams = NgramIndex.build(texts, options.ngram_n) if options.uses("ngram") else None
-        vectors = embed_texts(embedder, programs) if options.uses("embedding") and embedder is not None else None
+        if vectors is not None and len(vectors) != len(probs):
+            raise ValueError(f"{len(vectors)} problem vectors for {len(probs)} problems")
+        if vectors is None and options.uses("embedding") and embedder is not None:
+            vectors = embed_texts(embedder, programs)
         return cls([p.task_id for p in probs], programs, texts, lin, ngrams, vectors)
 
     def __len__(self) -> int:
@@ -170,6 +176,11 @@ class ProblemTally:
         if k <= 0:
             return
         heap = self.evidence.setdefault(pair.problem, [])
+        for i, q in enumerate(heap):  # the same pair again (a problem's best is often a record's nearest)
+            if (q.record_id, q.label, q.signal) == (pair.record_id, pair.label, pair.signal):
+                if pair.key() > q.key():
+                    heap[i] = pair
+                return
         same = [i for i, q in enumerate(heap) if q.signal == pair.signal]
         if len(same) < k:
             heap.append(pair)
@@ -383,7 +394,10 @@ class Scanner:
 
 def _best_snippet_for(record: TrainingRecord, ngrams: NgramIndex, problem: int) -> Any:
     """The snippet that shares most with the problem (a document's n-gram hit may
-    sit in one of its functions); the first snippet when none alone does."""
+    sit in one of its functions); the first snippet when none alone does, the
+    text itself (cut at 4,000 characters) when the record has no code."""
+    if not record.snippets:
+        return Snippet(record.text[:4000], "text")
     if len(record.snippets) == 1:
         return record.snippets[0]
     best, best_n = record.snippets[0], -1

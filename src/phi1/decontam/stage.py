@@ -5,6 +5,7 @@ problems of ``decontam.problems``; writes into its folder::
 
     similarity/<input>/<rank>.jsonl.gz  one similarity row per record (the table)
     tally/<input>/<rank>.json           per-task, per-problem tallies (merged below)
+    problem_vectors.npy                 the problems' unit embeddings (embedding signal)
     problems.jsonl                      one row per problem: best match per signal,
                                         counts, similar_at (what Table 3 splits on)
     summary.json                        thresholds, per-input counts and fractions per τ
@@ -21,10 +22,8 @@ pass, exercises by a streaming copy.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from phi1.decontam.config import pruned_name
@@ -76,12 +75,28 @@ def run(ctx: StageContext) -> StageResult:
     out = ctx.work_dir.resolve()
     job = f"{config.run.name}-decontam"
 
+    # 0. the problems, embedded once here (the tasks read the vectors; the evidence needs them too)
+    embedder = None
+    vectors_file = None
+    if options.uses("embedding"):
+        import numpy as np
+
+        from phi1.decontam.embedding import build_normalized_embedder
+
+        embedder = build_normalized_embedder(config.embed, threads=os.cpu_count())
+    index = ProblemIndex.build(problems.values(), options, embedder)
+    if index.vectors is not None:
+        vectors_file = out / "problem_vectors.npy"
+        np.save(vectors_file, index.vectors)
+        embedder.close()  # free it while the tasks run theirs; the evidence reloads it if it needs it
+
     # 1. scan every input (one datatrove pipeline each, chained for Slurm)
     chain: list[tuple[str, Any]] = []
     prev = None
     for d in datasets:
         step = ContaminationScan(cfg.problems, options, str(out / "similarity" / d.ref), str(out / "tally" / d.ref),
-                                 embed_cfg=config.embed, batch_size=cfg.batch_size, threads=threads)
+                                 embed_cfg=config.embed, batch_size=cfg.batch_size, threads=threads,
+                                 problem_vectors=str(vectors_file) if vectors_file else None)
         ex = build_executor(cfg.executor, [_reader(d), step], out / "logs" / f"scan-{d.ref}", f"{job}-{d.ref}",
                             depends=prev)
         chain.append((f"scan {d.ref}", ex))
@@ -92,12 +107,6 @@ def run(ctx: StageContext) -> StageResult:
     seconds = time.time() - t0
 
     # 2. merge the tasks' tallies; per-input counts per τ from the rows
-    embedder = None
-    if options.uses("embedding"):
-        from phi1.decontam.embedding import build_normalized_embedder
-
-        embedder = build_normalized_embedder(config.embed, threads=os.cpu_count())
-    index = ProblemIndex.build(problems.values(), options, embedder)
     k = cfg.evidence_per_problem
     tally = None
     per_input: dict[str, Any] = {}

@@ -67,8 +67,9 @@ class ContaminationScan(PipelineStep):
     type = "🔎 - DECONTAM"
 
     def __init__(self, problems: str, options: ScanOptions, rows_dir: str, tally_dir: str, embed_cfg: Any = None,
-                 batch_size: int = 2048, threads: int | None = None):
+                 batch_size: int = 2048, threads: int | None = None, problem_vectors: str | None = None):
         super().__init__()
+        self.problem_vectors = problem_vectors  # .npy of the problems' embeddings (else each task embeds them)
         self.problems = problems
         self.options = options
         self.rows_dir = rows_dir
@@ -87,7 +88,12 @@ class ContaminationScan(PipelineStep):
 
             embedder = build_normalized_embedder(self.embed_cfg, rank=rank, threads=self.threads)
         try:
-            index = ProblemIndex.build(load_problems(self.problems).values(), self.options, embedder)
+            vectors = None
+            if embedder is not None and self.problem_vectors:
+                import numpy as np
+
+                vectors = np.load(self.problem_vectors, allow_pickle=False)
+            index = ProblemIndex.build(load_problems(self.problems).values(), self.options, embedder, vectors)
             scanner = Scanner(index, self.options, embedder)
             with atomic_open(Path(self.rows_dir) / f"{rank:05d}.jsonl.gz", "w") as fh:
                 for batch in batched(data, self.batch_size):
