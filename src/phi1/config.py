@@ -40,6 +40,7 @@ from phi1.sections import (  # noqa: F401  (re-exported: the public config API)
     SlurmConfig,
     option,
 )
+from phi1.ablation.config import AblationConfig  # noqa: E402
 from phi1.corpus.config import IngestConfig  # noqa: E402
 from phi1.evaluate.config import ExecuteConfig, GenerateConfig, GradeConfig  # noqa: E402
 from phi1.model.config import ModelConfig, TokenizerConfig  # noqa: E402
@@ -49,7 +50,8 @@ from phi1.quality.config import (  # noqa: E402
     EmbedConfig,
     FilterConfig,
 )
-from phi1.synth.config import MineConfig  # noqa: E402
+from phi1.decontam.config import DecontamConfig  # noqa: E402
+from phi1.synth.config import MineConfig, SynthConfig  # noqa: E402
 from phi1.train.config import FinetuneConfig, PretrainConfig, TokenizeConfig  # noqa: E402
 
 
@@ -66,12 +68,15 @@ class PipelineConfig:
     tokenizer: TokenizerConfig = option(default_factory=TokenizerConfig)
     tokenize: TokenizeConfig = option(default_factory=TokenizeConfig)
     mine: MineConfig = option(default_factory=MineConfig)
+    synth: SynthConfig = option(default_factory=SynthConfig)
+    decontam: DecontamConfig = option(default_factory=DecontamConfig)
     model: ModelConfig = option(default_factory=ModelConfig)
     pretrain: PretrainConfig = option(default_factory=PretrainConfig)
     finetune: FinetuneConfig = option(default_factory=FinetuneConfig)
     generate: GenerateConfig = option(default_factory=GenerateConfig)
     execute: ExecuteConfig = option(default_factory=ExecuteConfig)
     grade: GradeConfig = option(default_factory=GradeConfig)
+    ablation: AblationConfig = option(default_factory=AblationConfig)  # `phi1 ablation` only; no stage reads it
 
     # Where the config came from; not a TOML key.
     source: str = field(default="<defaults>", compare=False, repr=False, metadata={"internal": True})

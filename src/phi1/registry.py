@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from phi1.errors import Phi1Error
-from phi1.stage import (CLASSIFIER, DOCUMENTS, EXERCISES, GRADES, LABELS, MODEL, RESULTS, SAMPLES, TOKENIZER,
-                        TOKENS, VECTORS, Input, Output)
+from phi1.stage import (CLASSIFIER, CONTAMINATION, DOCUMENTS, EXERCISES, GRADES, LABELS, MODEL, RESULTS, SAMPLES,
+                        TOKENIZER, TOKENS, VECTORS, Input, Output)
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,6 @@ def load_entry(entry: str) -> Any:
         raise Phi1Error(f"cannot load {entry!r}: {e}") from None
 
 
-def _synth_config() -> Any:
-    from phi1.synth.config import SynthConfig  # light: dataclasses only
-
-    return SynthConfig
-
-
 def _main(kind: str, path: str = ".", doc: str = "") -> Output:
     return Output("", kind, path, doc)
 
@@ -116,8 +110,15 @@ STAGES: tuple[StageSpec, ...] = (
                         Output("exercises", EXERCISES, "exercises", "synthetic exercises, validated in the sandbox")),
               consumes=(Input("dedup_against", (EXERCISES,), optional=True,
                               doc="exercises synthetic ones must not duplicate (e.g. mine)"),),
-              also_hashes=("run", "execute"), config_class=_synth_config(),
+              also_hashes=("run", "execute"),
               fingerprint="phi1.synth.seeds:fingerprint", paper="2.2 (synthetic textbooks, CodeExercises)"),
+    StageSpec("decontam", "phi1.decontam.stage:run",
+              "check training data against the benchmark (n-gram, AST, embedding); prune per τ",
+              consumes=(Input("inputs", (EXERCISES, DOCUMENTS), mixture=True,
+                              doc="exercise and document datasets to check and prune"),),
+              produces_for="phi1.decontam.config:decontam_outputs", also_hashes=("embed",),
+              fingerprint="phi1.decontam.config:fingerprint_problems",
+              paper="5 (data pruning for unbiased performance evaluation)"),
     StageSpec("tokenizer", "phi1.model.tokenizer:run", "load or train the tokenizer",
               produces=(_main(TOKENIZER, "tokenizer"),),
               consumes=(Input("inputs", (DOCUMENTS,), mixture=True),),
@@ -142,7 +143,10 @@ STAGES: tuple[StageSpec, ...] = (
               paper="3 (HumanEval)"),
     StageSpec("execute", "phi1.evaluate.execute:run", "run completions in the sandbox, pass@k",
               produces=(_main(RESULTS),),
-              consumes=(Input("samples", (SAMPLES,)),), paper="3 (pass@1)"),
+              consumes=(Input("samples", (SAMPLES,)),
+                        Input("contamination", (CONTAMINATION,), optional=True,
+                              doc="a decontam table: Table 3 (pass@1 with/without a similar training record)")),
+              paper="3 (pass@1); 5 (Table 3)"),
     StageSpec("grade", "phi1.evaluate.grade:run", "LLM grader: verbal evaluation + 0-10 grade",
               produces=(_main(GRADES),),
               consumes=(Input("samples", (SAMPLES,)),),

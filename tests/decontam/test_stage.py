@@ -11,12 +11,13 @@ import pytest
 import decontam_fixtures as fx
 import decontam_toy_stages as toy
 from phi1.config import load_config
-from phi1.decontam.spec import DECONTAM
+from phi1.registry import STAGES as BUILT_IN, get_stage
 from phi1.decontam.table3 import table3_from_folders
 from phi1.documents import read_jsonl
 from phi1.manifest import read_manifest
 from phi1.pipeline import Pipeline
 
+DECONTAM = get_stage("decontam", BUILT_IN)
 STAGES = (toy.MINE, toy.FILTER, DECONTAM, toy.CONSUME)
 PLANTED = {r["id"] for r in fx.planted_exercises()}
 

@@ -38,12 +38,14 @@ SHRINK = [
     "finetune.checkpoint_every=3",
     "finetune.eval_every=3",
     "finetune.eval_samples=16",
+    "synth.textbooks=20",
+    "synth.exercises=20",
     "generate.limit=12",
     "generate.max_new_tokens=12",
 ]
 
-STAGES_RUN = ["ingest", "annotate", "embed", "classifier", "filter", "tokenizer", "tokenize",
-              "mine", "pretrain", "finetune", "generate", "execute"]
+STAGES_RUN = ["ingest", "annotate", "embed", "classifier", "filter", "mine", "synth", "decontam", "tokenizer",
+              "tokenize", "pretrain", "finetune", "generate", "execute"]
 
 
 AUDIT = Path(__file__).with_name("audit")

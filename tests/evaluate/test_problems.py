@@ -190,3 +190,14 @@ k = [1]
     assert m["counts"]["canonical_passed"] == m["counts"]["canonical_total"] == 6  # the reference solutions pass in the sandbox
     assert [r["task_id"] for r in read_jsonl(cfg.run_dir / "execute" / "per_task.jsonl")] == list(
         load_problems(f"mbpp:{MBPP}"))
+
+
+def test_generate_stops_follow_the_problem_set_unless_set():
+    from phi1.config import load_config
+    from phi1.evaluate.config import DEFAULT_STOPS
+    from phi1.evaluate.problems import MBPP_STOPS
+
+    assert load_config(None).generate.stops == DEFAULT_STOPS
+    assert load_config(None, ["generate.problems=mbpp:/data/mbpp.jsonl"]).generate.stops == list(MBPP_STOPS)
+    assert load_config(None, ["generate.problems=mbpp:/x.jsonl", 'generate.stop=["\\nEND"]']).generate.stops == ["\nEND"]
+    assert load_config(None, ["generate.stop=[]"]).generate.stops == []

