@@ -77,7 +77,8 @@ def test_bad_samples_name_file_and_line(tmp_path, capsys):
 
 def _stage_ctx(tmp_path: Path, resumed: bool = False, overrides: tuple[str, ...] = ()) -> StageContext:
     cfg = load_config(REPO / "configs/demo.toml", [f"run.root={tmp_path}", "execute.timeout_s=1.0",
-                                                   "execute.workers=2", *overrides])
+                                                   "execute.workers=2", "execute.contamination=",
+                                                   *overrides])  # no decontam stage here: no Table 3
     run_dir = cfg.run_dir
     gen = run_dir / "generate"
     gen.mkdir(parents=True, exist_ok=True)

