@@ -108,3 +108,18 @@ def test_load_rejects_missing_or_foreign_files(tmp_path):
     (tmp_path / "model.pkl").write_text("garbage")
     with pytest.raises(Phi1Error, match="not a phi1 quality model"):
         QualityModel.load(tmp_path)
+
+
+def test_validation_predictions_are_the_held_out_rows_behind_the_metrics():
+    """`model.validation` (written to classifier/validation.json for the report's ROC/PR curves)
+    is exactly the held-out set the metrics were computed on."""
+    from sklearn.metrics import roc_auc_score
+
+    x, s = _clusters(seed=4)
+    model = train_quality_model(x, s, EMB, ClassifierConfig(threshold=3.0, n_estimators=30), seed=0)
+    v = model.validation
+    assert len(v["index"]) == len(set(v["index"])) == model.info["labels"]["validation"]
+    np.testing.assert_allclose(v["predicted"], model.score(x[v["index"]], "toy-embedder"))
+    assert v["teacher_score"] == s[v["index"]].tolist()
+    assert v["positive"] == [int(t >= 3.0) for t in v["teacher_score"]]
+    assert round(roc_auc_score(v["positive"], v["predicted"]), 4) == model.info["metrics"]["roc_auc"]
