@@ -105,3 +105,14 @@ def test_explicit_precision_is_taken_and_fp16_on_cpu_is_refused(monkeypatch):
 def test_torch_dtype_takes_both_spellings():
     assert devices.torch_dtype("bf16") is devices.torch_dtype("bfloat16") is torch.bfloat16
     assert devices.torch_dtype("fp32") is torch.float32
+
+
+def test_auto_precision_on_a_gpu_is_bf16_where_it_has_it(monkeypatch):
+    # The GPU branch, exercised without a GPU: what torch.cuda reports decides.
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert devices.resolve_precision("auto", "cuda:0") == ("bf16", "auto: NVIDIA H200 supports bf16")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert devices.resolve_precision("auto", "cuda:1") == ("fp16", "auto: Tesla V100 has no bf16")
+    assert devices.resolve_precision("fp16", "cuda:0")[0] == "fp16"
