@@ -307,3 +307,12 @@ def test_every_humaneval_test_takes_the_direct_path_to_the_same_check():
         tree = ast.parse(head + p.test + "\n")  # the syntax-tree way, for comparison
         node = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check")
         assert direct[1].co_firstlineno == node.lineno and direct[1].co_name == "check", p.task_id
+
+
+def test_the_sandbox_page_lists_every_family_and_restriction():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "sandbox.md").read_text().lower()
+    for fam in policy.ALLOWED + policy.DENIED:
+        assert fam.name.lower() in page, fam.name
+    for names, _ in policy.RESTRICTED:
+        for name in names.split():
+            assert f"`{name}`" in page, name

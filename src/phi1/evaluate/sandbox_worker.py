@@ -511,7 +511,7 @@ class Worker:
         """Read every queued verdict message with its sender's pid (from the kernel);
         False once the channel reads as shut down (every later read is an empty EOF)."""
         space = socket.CMSG_SPACE(_UCRED.size)
-        while True:
+        for _ in range(4 * MAX_MESSAGES):  # bounded: a leftover process may keep sending
             try:
                 data, anc, flags, _ = self.chan.recvmsg(MAX_VERDICT + 64, space)
             except (BlockingIOError, InterruptedError):
@@ -527,6 +527,7 @@ class Worker:
                 messages.append((sender, data if not flags & socket.MSG_TRUNC else b"\0truncated"))
             else:
                 messages[-1] = (sender, b"\0flood")
+        return True
 
     def _watch(self, pid, out_r, started, timeout):
         """Collect (capped) output until the child exits or time is up, then its verdict messages.
