@@ -34,8 +34,9 @@ def demo(tmp_path, *overrides, stages=None):
 
 def test_demo_graph_reads_what_the_config_names(tmp_path):
     g = Graph(demo(tmp_path), STAGES)
-    assert g.plan("finetune").upstream == ("mine", "pretrain", "tokenizer")
-    assert g.plan("tokenize").upstream == ("filter", "tokenizer")
+    assert g.plan("finetune").upstream == ("mine", "synth", "pretrain", "tokenizer")
+    assert g.plan("tokenize").upstream == ("filter", "synth", "tokenizer")
+    assert g.plan("execute").upstream == ("generate", "decontam")
     assert g.plan("generate").upstream == ("finetune",)
     assert g.plan("grade").upstream == ("generate",)
     order = g.order
@@ -46,8 +47,9 @@ def test_demo_graph_reads_what_the_config_names(tmp_path):
 def test_stages_command_prints_the_graph(tmp_path, capsys):
     assert main(["stages", str(DEMO), "--set", f"run.root={tmp_path}"]) == 0
     out = capsys.readouterr().out
-    assert "finetune    reads inputs = mine; model = pretrain; tokenizer = tokenizer" in out
-    assert "tokenize    reads inputs = filter; tokenizer = tokenizer" in out
+    assert "finetune    reads inputs = mine + synth.exercises; model = pretrain; tokenizer = tokenizer" in out
+    assert "tokenize    reads inputs = filter + synth.textbooks; tokenizer = tokenizer" in out
+    assert "-> decontam (contamination), decontam.mine (exercises), decontam.synth.exercises (exercises)" in out
     assert "-> filter (documents), filter.excluded (documents)" in out
 
 
@@ -63,7 +65,8 @@ def test_a_mixture_changes_the_graph(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("finetune.inputs={filter = 1.0}",
-     "finetune.inputs: 'filter' is documents, but finetune.inputs takes exercises (datasets of that kind here: mine"),
+     "finetune.inputs: 'filter' is documents, but finetune.inputs takes exercises (datasets of that kind here: "
+     "decontam.mine, decontam.synth.exercises, mine, synth.exercises)"),
     ("tokenize.inputs={filtr = 1.0}", "tokenize.inputs: unknown dataset 'filtr' (did you mean 'filter'?)"),
     ("tokenize.inputs={mine = 1.0}", "tokenize.inputs: 'mine' is exercises, but tokenize.inputs takes documents"),
     ("pretrain.data=filter", "pretrain.data: 'filter' is documents, but pretrain.data takes tokens"),

@@ -44,6 +44,7 @@ from phi1.errors import Phi1Error, SkipStage
 from phi1.files import write_atomic, write_json_atomic
 from phi1.manifest import MANIFEST, library_versions, read_manifest
 from phi1.registry import StageSpec, all_stages, get_stage, load_entry
+from phi1.report import paper_reference, write_report
 from phi1.stage import StageContext, StageResult
 
 ATTEMPT = ".attempt.json"
@@ -330,7 +331,16 @@ class Pipeline:
             if outcome in ("ran", "current"):
                 for line in m.get("summary", []):
                     self._say(f"      {line}")
+                ref = paper_reference(name, m)  # the paper's figure beside ours: what scale this run is at
+                if ref:
+                    self._say(f"      {ref}")
         self._say(f"outputs: {self.rundir.path}/<stage>/  (manifest.json in each)")
+        if self.config.run.report and any(o in ("ran", "current") for o in outcomes.values()):
+            try:
+                self._say(f"report: {write_report(self.rundir.path)}")
+            except Exception as e:  # the report is a view of finished work: it never fails the run
+                self._say(f"report: not written ({type(e).__name__}: {e}); `phi1 report {self.rundir.path}` "
+                          "tries again")
 
     # ------------------------------------------------------------------ one stage
 

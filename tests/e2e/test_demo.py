@@ -139,3 +139,21 @@ def test_demo_rerun_is_a_fast_noop(demo_run, tmp_path):
     for stage in STAGES_RUN:
         assert f"{stage}: up to date" in r.stdout
     assert "running" not in r.stdout.replace("grade: running", "")
+
+
+def test_demo_ends_with_a_report_that_renders_in_a_real_browser(demo_run):
+    """`phi1 run` writes report.html and prints its path; headless Chromium loads it
+    with no console error and no network request, with a section per stage that
+    ran and every plot decoded."""
+    from phi1.report.browser import check_report, find_chromium
+
+    root, r, _ = demo_run
+    report = root / "e2e" / "report.html"
+    assert f"report: {report}" in r.stdout
+    assert "paper: HumanEval pass@1 50.6%" in r.stdout  # the paper's figure beside ours
+    if find_chromium() is None:
+        pytest.skip("no Chromium installed (make setup installs Debian's chromium as root)")
+    page = check_report(report)
+    assert page.console_errors == [] and page.requests == []
+    assert {f"stage-{s}" for s in STAGES_RUN} <= set(page.sections), page.sections
+    assert page.images and all(i["width"] > 0 and i["height"] > 0 and not i.get("error") for i in page.images)
