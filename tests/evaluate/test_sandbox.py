@@ -209,3 +209,25 @@ def test_hidden_folders_keep_python_reachable():
         if any(p == m or p.startswith(m + "/") for m in hidden):
             assert any(args[i] == "--ro-bind" and (p == args[i + 1] or p.startswith(args[i + 1] + "/"))
                        for i in range(len(args) - 1)), p
+
+
+@needs_bwrap
+@pytest.mark.skipif(os.geteuid() != 0, reason="uids per program need root")
+def test_missing_layers_are_said_not_fatal(monkeypatch):
+    # no place for the uid counter, no way to make a cgroup: bubblewrap still runs, loudly
+    from phi1.evaluate import sandbox_cgroups
+
+    monkeypatch.setenv("PHI1_SANDBOX_UID_STATE", "/proc/phi1-nowhere/uids")
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(sandbox_cgroups.WorkerCgroup, "create", refuse)
+    warnings: list[str] = []
+    with SandboxPool(workers=1, limits=LIMITS, sandbox="bubblewrap", warn=warnings.append) as pool:
+        res = pool.run([job("    return x * 2\n"), job(report("import json, os\nfacts = {'uid': os.getuid()}"))])
+        desc = pool.describe()
+    assert res[0].passed and json.loads(res[1].result.removeprefix("failed: "))["uid"] >= UID_FIRST
+    assert desc["kind"] == "bubblewrap" and desc["cgroups"] is None
+    text = " ".join(warnings)
+    assert "uid counter" in text and "random" in text and "no memory/pids cgroup" in text

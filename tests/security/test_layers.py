@@ -316,3 +316,10 @@ def test_the_sandbox_page_lists_every_family_and_restriction():
     for names, _ in policy.RESTRICTED:
         for name in names.split():
             assert f"`{name}`" in page, name
+
+
+def test_without_a_counter_uids_are_random_blocks_of_the_range():
+    a, b = UidAllocator(persistent=False, block=16), UidAllocator(persistent=False, block=16)
+    ua, ub = [a.next() for _ in range(20)], [b.next() for _ in range(20)]
+    assert all(UID_FIRST <= u < UID_LAST for u in ua + ub) and len(set(ua)) == 20
+    assert a.path is None

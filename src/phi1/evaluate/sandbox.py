@@ -66,7 +66,7 @@ from phi1.evaluate.sandbox_bwrap import (PRIVATE_DIRS, bubblewrap_argv, bubblewr
                                          bubblewrap_version, fallback_uid_ok, hidden_paths, python_paths,
                                          worker_interpreter)
 from phi1.evaluate.sandbox_cgroups import CgroupSupport, WorkerCgroup, detect, group_name, sweep_stale
-from phi1.evaluate.sandbox_uids import UID_FIRST, UidAllocator
+from phi1.evaluate.sandbox_uids import UID_FIRST, UidAllocator, UidRangeError
 
 __all__ = ["SANDBOX_KINDS", "SandboxError", "SandboxLimits", "Job", "Execution", "SandboxPool",
            "bubblewrap_problem", "bubblewrap_path", "bubblewrap_version", "hidden_paths", "python_paths",
@@ -204,6 +204,14 @@ class SandboxPool:
     def _programs_get_uids(self, kind: str) -> bool:
         return self._root and (kind == "bubblewrap" or fallback_uid_ok())
 
+    def _allocator(self) -> UidAllocator:
+        try:
+            return UidAllocator()
+        except UidRangeError as e:
+            self._loud(f"{e}: program uids are drawn at random from the range instead, so one could "
+                       "recur in a later run")
+            return UidAllocator(persistent=False)
+
     def _uid(self) -> int | None:
         if self._uids is None:
             return None
@@ -219,7 +227,7 @@ class SandboxPool:
         if problem is None:
             try:  # workers that answer are the only real proof bubblewrap works here
                 if self._programs_get_uids("bubblewrap"):
-                    self._uids = UidAllocator()
+                    self._uids = self._allocator()
                 self._start_all("bubblewrap")
                 return "bubblewrap"
             except SandboxError as e:
@@ -235,7 +243,7 @@ class SandboxPool:
         return self._fallback()
 
     def _fallback(self) -> str:
-        self._uids = UidAllocator() if self._programs_get_uids("fallback") else None
+        self._uids = self._allocator() if self._programs_get_uids("fallback") else None
         self.kind = "fallback"
         layers = "; ".join(self._fallback_layers())
         self.warning = (
@@ -398,8 +406,11 @@ class SandboxPool:
                           lim.max_processes + _WORKER_TASKS)
         try:
             cg.create()
-        except OSError as e:
-            raise SandboxError(f"cannot create the worker's cgroup {cg.dirs['memory']}: {e}") from None
+        except OSError as e:  # no cgroups from now on, said loudly; not a reason to give up bubblewrap
+            self.cgroups = CgroupSupport(None, reason=f"cannot create {cg.dirs['memory']}: {e.strerror}")
+            self._loud(f"no memory/pids cgroup for the sandbox workers ({self.cgroups.reason}): memory is "
+                       f"limited per process only (RLIMIT_AS)")
+            return None
         return cg
 
     def _handshake(self, w: _Worker) -> _Worker:
@@ -609,8 +620,9 @@ class SandboxPool:
         seccomp = (seccomp_policy.describe(seccomp_policy.FilterOptions(0, lim.sockets))
                    if self._seccomp_problem is None else f"no system-call filter ({self._seccomp_problem})")
         if self._uids is not None:
-            uid = (f"a fresh uid per program from a locked, never-reused range ({UID_FIRST}+, counter "
-                   f"{self._uids.path}); no capabilities")
+            where = (f"a locked, never-reused range ({UID_FIRST}+, counter {self._uids.path})"
+                     if self._uids.path is not None else f"random blocks of the range {UID_FIRST}+ (no counter)")
+            uid = f"a fresh uid per program from {where}; no capabilities"
         elif self.kind == "bubblewrap":
             uid = "this user's uid in a user namespace (not root: one uid for the worker and its programs)"
         else:

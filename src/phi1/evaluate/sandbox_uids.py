@@ -69,17 +69,25 @@ def take_block(path: Path, size: int = BLOCK) -> range:
 
 
 class UidAllocator:
-    """Hands out uids one at a time, taking a new locked block when one runs out."""
+    """Hands out uids one at a time, taking a new locked block when one runs out.
 
-    def __init__(self, path: Path | None = None, block: int = BLOCK):
-        self.path = path or state_path()
+    ``path=None`` with ``persistent=False``: no counter file (none can be kept
+    here); blocks are then drawn at random from the range, so a reuse across
+    runs is unlikely but no longer impossible (the pool says so)."""
+
+    def __init__(self, path: Path | None = None, block: int = BLOCK, persistent: bool = True):
+        self.path = (path or state_path()) if persistent else None
         self.block = block
         self._left: range = range(0)
         self.issued = 0
 
     def next(self) -> int:
         if not self._left:
-            self._left = take_block(self.path, self.block)
+            if self.path is None:
+                first = UID_FIRST + int.from_bytes(os.urandom(4), "big") % ((UID_LAST - UID_FIRST) // self.block) * self.block
+                self._left = range(first, first + self.block)
+            else:
+                self._left = take_block(self.path, self.block)
         uid = self._left[0]
         self._left = self._left[1:]
         self.issued += 1
