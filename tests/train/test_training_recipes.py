@@ -85,3 +85,36 @@ def test_finetune_layouts_report_real_tokens(runs):
     assert c["tokens"] == 4 * 8 * 64 and met["padding_share"] == 0  # full 64-token rows, the paper's layout
     assert c["train_rows"] == c["train_exercise_tokens"] // 64 and c["train_exercises"] == 48
     assert met["val_loss"] < met["val_loss_start"]  # it learned the held-out exercises
+
+
+@pytest.mark.slow  # Inductor builds C++ kernels: ~60 s on 2 busy cores the first time, ~10 s from its cache
+def test_compiled_layers_train_like_eager(tmp_path):
+    from phi1.model.config import ModelConfig
+    from phi1.model.presets import build_model, model_flops, phi_config, resolve_shape
+    from phi1.train.config import PretrainConfig
+    from phi1.train.data import Example, ExampleList
+    from phi1.train.distributed import DistEnv
+    from phi1.train.loop import TrainInputs, train
+
+    config = phi_config(resolve_shape(ModelConfig(preset="nano"), seq_len=64), 448)
+    gen = torch.Generator().manual_seed(0)
+    rows = ExampleList([Example(torch.randint(0, 448, (64,), generator=gen).numpy()) for _ in range(16)])
+    env = DistEnv(0, 1, 0, torch.device("cpu"))
+    runs = {}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for compiled in (False, True):
+            cfg = PretrainConfig(max_steps=4, batch_size=4, micro_batch_size=4, lr=3e-3, warmup_steps=1,
+                                 checkpoint_every=4, eval_every=1000, log_every=1, humaneval_loss=False,
+                                 tensorboard=False, precision="fp32", peak_flops=1e12, compile=compiled)
+            torch.manual_seed(0)
+            out = train(build_model(config), cfg, env, TrainInputs(rows, pad_id=0), work_dir=tmp_path / str(compiled),
+                        seed=0, flops=model_flops(config), echo=lambda _m: None)
+            runs[compiled] = (out, [r["loss"] for r in _log(tmp_path, str(compiled)) if r["kind"] == "train"])
+    finally:
+        torch.set_num_threads(before)
+    (eager, eager_losses), (comp, comp_losses) = runs[False], runs[True]
+    assert not eager.compiled and comp.compiled and comp.compile_reason == "compile = true in the config"
+    assert comp.compile_seconds is not None and eager.compile_seconds is None
+    assert max(abs(a - b) for a, b in zip(eager_losses, comp_losses)) < 1e-3  # fused kernels round differently

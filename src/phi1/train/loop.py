@@ -413,8 +413,9 @@ def evaluate(run: Run) -> dict[str, Any]:
             record[key] = mean_loss(run.parallel, source, cfg.micro_batch_size, inputs.pad_id, run.env, run.autocast)
     run.state["evals"].append(record)
     run.log.write(record)
-    run.say(f"step {run.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items()
-                                             if k not in ("step", "kind") and v is not None))
+    measured = ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k not in ("step", "kind") and v is not None)
+    if measured:
+        run.say(f"step {run.step}: {measured}")
     return record
 
 
