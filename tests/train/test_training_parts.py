@@ -218,3 +218,15 @@ def test_checkpoint_format_rule():
     assert checkpoint_format("auto", "fsdp") == "sharded"
     assert checkpoint_format("auto", "ddp") == checkpoint_format("auto", "single") == "full"
     assert checkpoint_format("sharded", "single") == "sharded" and checkpoint_format("full", "fsdp") == "full"
+
+
+def test_docs_training_page_names_every_loop_option():
+    import dataclasses
+    from pathlib import Path
+
+    from phi1.train.config import FinetuneConfig, PretrainConfig
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "training.md").read_text()
+    names = {f.name for cls in (PretrainConfig, FinetuneConfig) for f in dataclasses.fields(cls)}
+    missing = sorted(n for n in names if f"`{n}`" not in page)
+    assert not missing, f"docs/training.md does not name: {missing}"
