@@ -84,7 +84,7 @@ def test_what_a_program_sees_inside(pool):
         import json, os, socket, sys
         status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines() if ":" in line)
         facts = {"host": socket.gethostname(), "uid": os.getuid(), "pid": os.getpid(), "ppid": os.getppid(),
-                 "tmp": sorted(os.listdir("/tmp")), "ifaces": open("/proc/self/net/dev").read().count(":"),
+                 "tmp": sorted(os.listdir("/tmp")), "cwd": os.getcwd(), "ifaces": open("/proc/self/net/dev").read().count(":"),
                  "cap": status["CapEff"].strip(), "seccomp": status["Seccomp"].strip(),
                  "no_new_privs": status["NoNewPrivs"].strip(),
                  "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
@@ -117,7 +117,7 @@ def test_what_a_program_sees_inside(pool):
     assert facts["/usr/phi1-probe"] != "written" and facts["/var/tmp/phi1-probe"] != "written"
     assert facts[next(k for k in facts if k.endswith("/ok"))] == "written"
     assert facts["/proc/self/mem"] == 13 and facts["/proc/1/mem"] == 13  # nobody is dumpable
-    assert [t.startswith("job-") for t in facts["tmp"]] == [True]
+    assert facts["tmp"] == [] and facts["cwd"] == "/tmp"  # it starts in the empty scratch folder
     assert facts["run"] == []  # the host's unix sockets (D-Bus, Docker) are hidden
     assert facts["ctypes"] is False and facts["site"] is False  # the standard library only, ctypes never loaded
     assert not any("site-packages" in p for p in facts["path"])
@@ -136,7 +136,7 @@ def test_scratch_space_is_wiped_between_programs():
         first, second = pool.run([leave, look])
     assert first.passed
     facts = json.loads(second.result.removeprefix("failed: "))
-    assert facts["shm"] == [] and facts["cwd"] == [] and len(facts["tmp"]) == 1
+    assert facts["shm"] == [] and facts["cwd"] == [] and facts["tmp"] == []
 
 
 def test_bubblewrap_required_but_missing_is_an_error(monkeypatch):

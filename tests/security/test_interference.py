@@ -167,7 +167,7 @@ def test_what_the_next_program_finds(batch):
     assert facts(r["scheduling of the worker/probe"]) == {"nice": 0, "policy": os.SCHED_OTHER,
                                                           "cpus": len(os.sched_getaffinity(0))}
     seen = facts(r["files left in /tmp and /dev/shm/probe"])
-    assert len(seen["tmp"]) == 1 and seen["tmp"][0].startswith("job-") and seen["shm"] == [] and seen["cwd"] == []
+    assert seen["tmp"] == [] and seen["shm"] == [] and seen["cwd"] == []
     # PID 1 of a namespace gets no signal from inside; as root the uids differ too (EPERM)
     assert set(facts(r["signals to the worker"]).values()) <= {eperm, "sent"}
     assert r["a lone surrogate"].result.startswith("failed: 'utf-8' codec can't encode character '\\ud800'")

