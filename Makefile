@@ -11,11 +11,12 @@ STAMP  := $(VENV)/.phi1-installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench docs clean-runs help
+.PHONY: setup demo test test-fast bench docs clean-runs help
 
 help:
 	@echo "make demo   # set up .venv and run the offline demo pipeline (configs/demo.toml)"
-	@echo "make test   # set up .venv and run the test suite"
+	@echo "make test   # set up .venv and run the test suite (starts a Slurm cluster and Ray for tests/scale)"
+	@echo "make test-fast  # the test suite without the real-cluster tests"
 	@echo "make bench  # throughput benchmarks (bench/), results in bench/RESULTS.md"
 	@echo "make docs   # regenerate the option reference (docs/reference/) from the typed config"
 
@@ -34,6 +35,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# without the real-cluster tests (tests/scale: Slurm via scripts/slurm-up, Ray)
+test-fast: setup
+	$(PY) -m pytest -q -m "not cluster" $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) bench/filter_throughput.py

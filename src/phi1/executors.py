@@ -24,10 +24,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
+import socket
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -37,6 +40,7 @@ from datatrove.utils.stats import PipelineStats
 from loguru import logger
 
 from phi1.errors import Phi1Error
+from phi1.files import write_atomic, write_json_atomic
 from phi1.sections import ExecutorConfig
 
 SLURM_JOBS_FILE = "phi1_slurm_jobs.json"
@@ -150,7 +154,12 @@ class PhiLocalExecutor(LocalPipelineExecutor):
 
 class PhiRayExecutor(RayPipelineExecutor):
     """Ray executor that connects to the configured cluster before running
-    (datatrove expects ``ray.init()`` to have been called) and keeps the console quiet."""
+    (datatrove expects ``ray.init()`` to have been called) and keeps the console quiet.
+
+    datatrove warns, for every executor built, that a local logging folder must
+    be shared by all nodes; phi1 builds several per stage, so it says that once,
+    and only when the cluster really has more than one node.
+    """
 
     phi1_address = ""
     _run_for_rank = _quiet_run_for_rank(RayPipelineExecutor)
@@ -161,8 +170,32 @@ class PhiRayExecutor(RayPipelineExecutor):
         except ImportError:
             raise Phi1Error("executor kind 'ray' needs ray: pip install 'phi1[ray]' (or ray>=2.9)") from None
         if not ray.is_initialized():
-            ray.init(address=self.phi1_address or None, ignore_reinit_error=True)
+            where = self.phi1_address or "a new local Ray instance"
+            _check_ray_address(self.phi1_address)
+            try:
+                ray.init(address=self.phi1_address or None, ignore_reinit_error=True)
+            except Exception as e:  # ConnectionError, ValueError, RuntimeError, depending on the version
+                raise Phi1Error(f"cannot start or reach Ray at {where} ([*.executor.ray] address): "
+                                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
+        if self.depends is None and self.logging_dir.is_local():
+            nodes = [n for n in ray.nodes() if n.get("Alive")]
+            if len(nodes) > 1:
+                logger.warning(f"the Ray cluster has {len(nodes)} nodes but {self.logging_dir.path} is on a local "
+                               "filesystem: put run.root on storage every node sees")
         return super().run()
+
+
+def _check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in one line when nothing listens at a ``host:port`` Ray address
+    (ray.init would retry for minutes without a word)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "" (local), "auto": Ray finds the cluster itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise Phi1Error(f"no Ray cluster at {address} ([*.executor.ray] address): {e.strerror or e}; "
+                        "start one with `ray start --head` or fix the address") from None
 
 
 def build_executor(
@@ -196,7 +229,7 @@ def build_executor(
         s = cfg.slurm
         if not s.partition:
             raise Phi1Error("executor kind 'slurm' needs executor.slurm.partition")
-        return SlurmPipelineExecutor(
+        return PhiSlurmExecutor(
             pipeline,
             tasks=tasks,
             workers=workers,
@@ -206,23 +239,28 @@ def build_executor(
             mem_per_cpu_gb=s.mem_per_cpu_gb,
             qos=s.qos,
             job_name=job_name,
-            env_command=s.env_command or None,
+            env_command=s.env_command or default_env_command(),
             sbatch_args=dict(s.sbatch_args) or None,
             max_array_launch_parallel=s.max_array_launch_parallel,
             logging_dir=logging_dir,
             depends=depends,
+            poll_s=s.poll_s,
         )
     if cfg.kind == "ray":
         r = cfg.ray
-        ex = PhiRayExecutor(
-            pipeline,
-            tasks=tasks,
-            workers=workers,
-            logging_dir=logging_dir,
-            depends=depends,
-            cpus_per_task=r.cpus_per_task,
-            mem_per_cpu_gb=r.mem_per_cpu_gb,
-        )
+        logger.disable("datatrove.executor.ray")  # its shared-filesystem warning: see PhiRayExecutor
+        try:
+            ex = PhiRayExecutor(
+                pipeline,
+                tasks=tasks,
+                workers=workers,
+                logging_dir=logging_dir,
+                depends=depends,
+                cpus_per_task=r.cpus_per_task,
+                mem_per_cpu_gb=r.mem_per_cpu_gb,
+            )
+        finally:
+            logger.enable("datatrove.executor.ray")
         ex.phi1_address = r.address
         return ex
     raise Phi1Error(f"unknown executor kind {cfg.kind!r} (local, slurm, ray)")
@@ -302,7 +340,6 @@ def run_executors(
     steps: Sequence[tuple[str, Any]],
     progress: bool = True,
     echo: Callable[[str], None] = print,
-    slurm_poll_s: float = 30.0,
     first: int = 1,
     total: int | None = None,
 ) -> None:
@@ -314,14 +351,15 @@ def run_executors(
     steps run one after the other, each with a progress bar; finished tasks of
     an earlier attempt are skipped by datatrove. Slurm steps are submitted at
     once (Slurm orders them through job dependencies) and this call waits
-    until every task has its completion marker, so the caller can aggregate.
+    until every task has its completion marker, so the caller can aggregate
+    (polling every second at first, then up to `[*.executor.slurm] poll_s`).
     A failing task becomes a one-line `Phi1Error` naming its log folder.
     `first`/`total` number the progress lines when a chain is run in parts.
     """
     if not steps:
         return
     if isinstance(steps[-1][1], SlurmPipelineExecutor):
-        _run_slurm(steps, progress, echo, slurm_poll_s, first, total)
+        _run_slurm(steps, progress, echo, first, total)
         return
     n = total or len(steps)
     for i, (label, ex, *units) in enumerate(steps, first):
@@ -342,56 +380,242 @@ def run_executors(
                             f"(task logs: {executor_logging_dir(ex)}/logs/)")
 
 
-def _squeue_alive(job_ids: list[str]) -> bool:
+# --------------------------------------------------------------------------- Slurm
+
+
+class SubmittedJobs:
+    """`job_id_retriever` for datatrove's Slurm executor: reads the job id from
+    sbatch's answer as datatrove does by default, and keeps every id submitted
+    (a step over `max_array_size` tasks is several arrays), so phi1 can wait
+    for, report on and cancel exactly its own jobs."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+
+    def __call__(self, sbatch_output: str) -> str:
+        job_id = sbatch_output.split()[-1]
+        self.ids.append(job_id)
+        return job_id
+
+
+class PhiSlurmExecutor(SlurmPipelineExecutor):
+    """datatrove's Slurm executor that records its job ids (`submitted`) and
+    carries how often the waiting phi1 process polls (`poll_s`).
+
+    It submits no stats-merging job: phi1 writes ``stats.json`` itself once
+    every task is done (`write_stats`). datatrove's merging job would start
+    after phi1 has returned and renamed the stage's ``.partial`` folder, and
+    fail on the old paths; it also costs a job per step.
+    """
+
+    def __init__(self, *args: Any, poll_s: float = 30.0, **kwargs: Any):
+        self.submitted = SubmittedJobs()
+        super().__init__(*args, job_id_retriever=self.submitted, **kwargs)
+        self.poll_s = poll_s
+
+    def launch_merge_stats(self) -> None:
+        pass
+
+
+def default_env_command() -> str:
+    """What a Slurm task runs first when `env_command` is empty: put this
+    interpreter's bin folder first on PATH, so `launch_pickled_pipeline` is the
+    one from the environment phi1 runs in (it must be on storage the nodes see)."""
+    return f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH"
+
+
+@dataclass
+class SlurmQueue:
+    """Our jobs still in Slurm's queue, one (state, reason) per array task;
+    `known` is False when squeue could not answer (then nothing is decided)."""
+
+    tasks: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    known: bool = True
+
+    @property
+    def stuck(self) -> list[str]:
+        """Jobs that can never start, all of them or none: a job of the chain
+        failed or was cancelled (`DependencyNeverSatisfied`; Slurm keeps such
+        jobs pending unless the cluster sets kill_invalid_depend) and nothing of
+        ours runs or waits for resources, so everything left waits, directly or
+        through another pending job, on the one that failed."""
+        waiting = {"Dependency", "DependencyNeverSatisfied"}
+        tasks = [t for ts in self.tasks.values() for t in ts]
+        if any(st != "PENDING" or r not in waiting for st, r in tasks):
+            return []
+        return sorted(self.tasks) if any(r == "DependencyNeverSatisfied" for _, r in tasks) else []
+
+    @property
+    def live(self) -> list[str]:
+        return sorted(set(self.tasks) - set(self.stuck))
+
+
+def slurm_queue(job_ids: Sequence[str]) -> SlurmQueue:
+    """`squeue` for the given job ids (array tasks expanded)."""
     if not job_ids:
-        return False
+        return SlurmQueue()
     try:
-        out = subprocess.run(["squeue", "-h", "-o", "%A", "-j", ",".join(job_ids)],
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%F|%T|%r", "-j", ",".join(job_ids)],
                              capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
-        return True  # cannot tell: keep waiting rather than resubmit duplicates
-    return bool(out.stdout.strip())
+        return SlurmQueue(known=False)
+    if out.returncode != 0:  # every id unknown to Slurm: all finished long ago
+        return SlurmQueue() if "Invalid job id" in out.stderr else SlurmQueue(known=False)
+    q = SlurmQueue()
+    wanted = set(job_ids)
+    for line in out.stdout.splitlines():
+        job, state, reason = (line.strip().split("|") + ["", ""])[:3]
+        if job in wanted:
+            q.tasks.setdefault(job, []).append((state, reason))
+    return q
+
+
+def scancel(job_ids: Sequence[str]) -> None:
+    if job_ids:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(["scancel", *job_ids], capture_output=True, timeout=60)
+
+
+def _array_indices(spec: str) -> list[int]:
+    """'3' -> [3]; '[0-2,5]' (a cancelled pending range in sacct) -> [0, 1, 2, 5]."""
+    out: list[int] = []
+    for part in spec.strip("[]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit():
+            out += range(int(lo), int(hi or lo) + 1)
+    return out
+
+
+def slurm_task_states(job_ids: Sequence[str], ranks_to_run: Sequence[int]) -> dict[int, str]:
+    """Rank -> Slurm's final state for the array tasks of `job_ids` ('FAILED
+    (exit 1:0)', 'CANCELLED by 0', 'OUT_OF_MEMORY', 'TIMEOUT' ...) from `sacct`;
+    array index i ran rank ranks_to_run[i]. Empty where accounting is off."""
+    if not job_ids:
+        return {}
+    try:
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State,ExitCode", "-j", ",".join(job_ids)],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    states: dict[int, str] = {}
+    for line in out.stdout.splitlines() if out.returncode == 0 else []:
+        job, state, code = (line.split("|") + ["", ""])[:3]
+        _, _, index = job.partition("_")
+        detail = state + (f" (exit {code})" if state == "FAILED" else "")
+        for i in _array_indices(index or "0"):
+            if i < len(ranks_to_run):
+                states[ranks_to_run[i]] = detail
+    return states
+
+
+class _Backoff:
+    """Poll every second at first, then less and less often, up to `cap` seconds."""
+
+    def __init__(self, cap: float):
+        self.cap = cap
+        self.next = min(1.0, cap)
+
+    def sleep(self) -> None:
+        time.sleep(self.next)
+        self.next = min(self.cap, self.next * 1.5)
+
+
+def _read_jobs_file(path: Path) -> dict[str, list[str]]:
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        data = json.loads(path.read_text())
+        if isinstance(data, list):  # older phi1: one list for the whole chain
+            return {"": [str(j) for j in data]}
+        return {str(k): [str(j) for j in v] for k, v in data.items()}
+    return {}
+
+
+def _missing(ex: Any) -> list[int]:
+    return sorted(set(range(ex.world_size)) - completed_ranks(executor_logging_dir(ex)))
+
+
+def _ranks_run(ex: Any) -> list[int]:
+    with contextlib.suppress(ValueError, OSError):
+        return [int(r) for r in json.loads((Path(executor_logging_dir(ex)) / "ranks_to_run.json").read_text())]
+    return list(range(ex.world_size))
 
 
 def _run_slurm(steps: Sequence[tuple[str, Any]], progress: bool, echo: Callable[[str], None],
-               poll_s: float, first: int = 1, total: int | None = None) -> None:
-    last = steps[-1][1]
+               first: int = 1, total: int | None = None) -> None:
+    """Submit the chain (or find the jobs an earlier phi1 process submitted), then
+    wait until every task of every step has its completion marker.
+
+    A job that failed or was cancelled leaves the steps after it pending forever
+    (Slurm's `DependencyNeverSatisfied`): phi1 cancels those, says which tasks
+    did not finish and why (sacct), and a re-run resubmits only those tasks and
+    the steps after them.
+    """
     steps = [(s[0], s[1]) for s in steps]
+    last = steps[-1][1]
+    poll_s = float(getattr(last, "poll_s", 30.0))
     jobs_file = Path(executor_logging_dir(last)) / SLURM_JOBS_FILE
-    recorded: list[str] = []
-    if jobs_file.exists():
-        with contextlib.suppress(ValueError, OSError):
-            recorded = [str(j) for j in json.loads(jobs_file.read_text())]
-    if recorded and _squeue_alive(recorded):
+    by_step = _read_jobs_file(jobs_file)
+    recorded = [j for ids in by_step.values() for j in ids]
+    queue = slurm_queue(recorded)
+    if queue.stuck:
+        scancel(queue.stuck)
+        echo(f"cancelled Slurm jobs {', '.join(queue.stuck)} of an earlier attempt: they waited on a job that "
+             "failed or was cancelled, so they could never start")
+    if queue.live or not queue.known:
         # An earlier (interrupted) phi1 process submitted these: wait, don't resubmit.
-        echo(f"waiting for Slurm jobs submitted earlier: {', '.join(recorded)}")
+        echo(f"waiting for Slurm jobs submitted earlier: {', '.join(queue.live or recorded)}")
     else:
-        with quiet_datatrove_console():
-            try:
+        try:
+            with quiet_datatrove_console():
                 last.run()  # submits the whole chain through `depends`
-            except (subprocess.CalledProcessError, OSError) as e:
-                raise Phi1Error(f"submitting to Slurm failed: {e} (is sbatch on PATH? launch scripts: "
-                                f"<step>/launch_script.slurm under {Path(executor_logging_dir(last)).parent})") from e
-        ids = [str(ex.job_id) for _, ex in steps if getattr(ex, "job_id", None) not in (None, -1)]
-        jobs_file.parent.mkdir(parents=True, exist_ok=True)
-        jobs_file.write_text(json.dumps(ids))
-        recorded = ids
-        if ids:
-            echo(f"submitted Slurm jobs {', '.join(ids)}; waiting for them (Ctrl-C is safe: re-run to keep waiting)")
+        except (subprocess.CalledProcessError, OSError) as e:
+            raise Phi1Error(f"submitting to Slurm failed: {e} (is sbatch on PATH? launch scripts: "
+                            f"<step>/launch_script.slurm under {Path(executor_logging_dir(last)).parent})") from e
+        finally:  # what was submitted, even when a later sbatch failed: a re-run must not submit it twice
+            by_step = {label: list(getattr(ex, "submitted", SubmittedJobs()).ids) for label, ex in steps}
+            recorded = [j for ids in by_step.values() for j in ids]
+            jobs_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(jobs_file, by_step)
+        if recorded:
+            echo(f"submitted Slurm jobs {', '.join(recorded)}; waiting for them (Ctrl-C is safe: re-run to keep waiting)")
     n = total or len(steps)
     for i, (label, ex) in enumerate(steps, first):
+        backoff = _Backoff(poll_s)
         with _Progress(ex, f"{i}/{n} {label}", progress):
-            while set(range(ex.world_size)) - completed_ranks(executor_logging_dir(ex)):
-                if not _squeue_alive(recorded):
-                    time.sleep(poll_s)  # markers may lag the queue on shared filesystems
-                    left = set(range(ex.world_size)) - completed_ranks(executor_logging_dir(ex))
-                    if left:
-                        raise Phi1Error(
-                            f"Slurm jobs {', '.join(recorded)} ended but step {label!r} has "
-                            f"{len(left)} unfinished tasks (logs: {executor_logging_dir(ex)}/slurm_logs/); "
-                            "re-run to resubmit them"
-                        )
-                time.sleep(poll_s)
+            while _missing(ex):
+                queue = slurm_queue(recorded)
+                if queue.known and not queue.live:
+                    _after_queue_emptied(label, ex, queue, by_step.get(label, recorded), poll_s)
+                backoff.sleep()
+        write_stats(executor_logging_dir(ex))
+
+
+def _after_queue_emptied(label: str, ex: Any, queue: SlurmQueue, step_jobs: list[str], grace_s: float) -> None:
+    """None of our jobs can run any more but `ex` has unfinished tasks: wait a
+    little for completion markers (shared filesystems show them late), then
+    cancel the jobs that can never start and raise a one-line error."""
+    deadline = time.time() + grace_s
+    while _missing(ex) and time.time() < deadline:
+        time.sleep(min(1.0, grace_s))
+    missing = _missing(ex)
+    if not missing:
+        return
+    scancel(queue.stuck)
+    states = slurm_task_states(step_jobs, _ranks_run(ex))
+    why = ", ".join(f"task {r} {states[r]}" for r in missing[:10] if r in states)
+    raise Phi1Error(
+        f"Slurm step {label!r}: {len(missing)} of {ex.world_size} tasks did not finish "
+        f"({why or 'tasks ' + str(missing[:10])}; logs: {executor_logging_dir(ex)}/slurm_logs/); "
+        + (f"cancelled the {len(queue.stuck)} later jobs waiting on it; " if queue.stuck else "")
+        + "re-run the same command to resubmit only the unfinished tasks"
+    )
+
+
+def _summed_stats(logging_dir: str | os.PathLike) -> PipelineStats:
+    total = PipelineStats()
+    for p in sorted((Path(logging_dir) / "stats").glob("*.json")):
+        with open(p) as f:
+            total = total + PipelineStats.from_json(json.load(f))
+    return total
 
 
 def merged_stats(logging_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -402,11 +626,14 @@ def merged_stats(logging_dir: str | os.PathLike) -> list[dict[str, Any]]:
     by the last attempt. Returns datatrove's JSON form: one dict per pipeline
     step with ``name`` and ``stats`` ({counter: {"total": ...}}).
     """
-    total = PipelineStats()
-    for p in sorted((Path(logging_dir) / "stats").glob("*.json")):
-        with open(p) as f:
-            total = total + PipelineStats.from_json(json.load(f))
+    total = _summed_stats(logging_dir)
     return json.loads(total.to_json()) if total.stats else []
+
+
+def write_stats(logging_dir: str | os.PathLike) -> None:
+    """``<logging_dir>/stats.json``: every task's stats summed, as datatrove's
+    local executor leaves it."""
+    write_atomic(Path(logging_dir) / "stats.json", _summed_stats(logging_dir).to_json())
 
 
 def stat_totals(logging_dir: str | os.PathLike) -> dict[str, float]:

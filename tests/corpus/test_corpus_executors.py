@@ -1,4 +1,5 @@
-"""phi1.executors: datatrove's local executor with 2 workers, Slurm and Ray construction."""
+"""phi1.executors: datatrove's local executor with 2 workers; Slurm and Ray construction and the
+decisions that need no cluster (the real Slurm and Ray runs are in tests/scale)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from datatrove.pipeline.base import PipelineStep
 
 from phi1.errors import Phi1Error
 from phi1.executors import (
-    PhiLocalExecutor, PhiRayExecutor, build_executor, completed_ranks, run_executors, stat_totals,
+    PhiLocalExecutor, PhiRayExecutor, PhiSlurmExecutor, SlurmQueue, build_executor, completed_ranks,
+    run_executors, stat_totals,
 )
 from phi1.sections import ExecutorConfig, RayConfig, SlurmConfig
 
@@ -77,6 +79,49 @@ def test_workers_never_exceed_tasks_and_overrides(tmp_path):
     cfg = ExecutorConfig(kind="local", tasks=8, workers=4)
     assert build_executor(cfg, [], tmp_path / "a", "t", tasks=1).workers == 1
     assert build_executor(ExecutorConfig(tasks=3, workers=-1), [], tmp_path / "b", "t").workers == 3
+
+
+def test_slurm_executor_defaults_and_job_records(tmp_path):
+    """An empty env_command puts this interpreter's bin folder first on PATH in every
+    task (so `launch_pickled_pipeline` is ours); job ids from sbatch are recorded;
+    no stats-merging job is submitted (phi1 writes stats.json itself)."""
+    import sys
+
+    cfg = ExecutorConfig(kind="slurm", tasks=2, slurm=SlurmConfig(partition="debug", poll_s=2))
+    ex = build_executor(cfg, [], tmp_path / "logs", "t")
+    assert isinstance(ex, PhiSlurmExecutor) and ex.poll_s == 2
+    script = ex.get_launch_file_contents(ex.get_sbatch_args(2), "launch_pickled_pipeline x.pik")
+    assert f"export PATH={Path(sys.executable).parent}:$PATH" in script
+    assert ex.job_id_retriever("Submitted batch job 4242\n") == "4242" and ex.submitted.ids == ["4242"]
+    ex.job_id = "4242"
+    ex.launch_merge_stats()  # would call sbatch; must not
+    assert ex.submitted.ids == ["4242"]
+
+
+def test_stuck_slurm_jobs_only_when_nothing_can_run():
+    """Jobs pending on a dependency that can never be satisfied are stuck (and with
+    them every job waiting behind them) only once nothing of ours runs or can start."""
+    never = ("PENDING", "DependencyNeverSatisfied")
+    waits = ("PENDING", "Dependency")
+    assert SlurmQueue({"1": [never], "2": [waits]}).stuck == ["1", "2"]
+    assert SlurmQueue({"1": [never], "2": [waits]}).live == []
+    assert SlurmQueue({"1": [("RUNNING", "None"), never], "2": [waits]}).stuck == []
+    assert SlurmQueue({"1": [("PENDING", "Resources")], "2": [never]}).stuck == []
+    assert SlurmQueue({"1": [waits]}).stuck == []  # a dependency just met: not yet re-evaluated
+    assert SlurmQueue({}).live == [] and SlurmQueue(known=False).stuck == []
+
+
+def test_ray_address_where_nothing_listens_is_one_line(tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = ExecutorConfig(kind="ray", tasks=1, ray=RayConfig(address=f"127.0.0.1:{port}"))
+    ex = build_executor(cfg, [], tmp_path / "logs", "t")
+    with pytest.raises(Phi1Error, match=f"no Ray cluster at 127.0.0.1:{port}.*ray start --head"):
+        ex.run()
 
 
 def test_slurm_executor_from_config(tmp_path):
