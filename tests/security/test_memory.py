@@ -9,7 +9,8 @@ import os
 import pytest
 
 from phi1.evaluate.sandbox import SandboxLimits, SandboxPool
-from sandbox_kit import HONEST, assert_nothing_left, body, job, needs_bwrap, root
+from sandbox_kit import (HONEST, assert_nothing_left, body, facts, job, needs_bwrap, raw_syscalls, reporting, root,
+                         x86_64)
 
 pytestmark = [needs_bwrap, pytest.mark.timeout(180)]
 
@@ -79,3 +80,23 @@ def test_memory_spread_over_processes_is_counted(arena):
     arena.assert_untouched()
     assert_nothing_left(arena)
 
+
+
+@x86_64
+def test_without_the_filter_a_sysv_segment_costs_its_worker(arena, monkeypatch):
+    # where libseccomp is missing the filter cannot refuse shmget(): the segment would
+    # outlive the program in the worker's IPC namespace, so the worker is replaced
+    from phi1.evaluate import seccomp_policy
+
+    monkeypatch.setattr(seccomp_policy, "native_supported", lambda: "switched off by the test")
+    make = job(raw_syscalls([("shmget", 29, [0, 1 << 20, 0o1600])]))
+    look = job(reporting("facts['shm'] = open('/proc/sysvipc/shm').read().splitlines()[1:]"))
+    with SandboxPool(workers=1, limits=SandboxLimits(timeout_s=8.0, tmp_mb=16), sandbox="auto",
+                     warn=lambda m: None) as pool:
+        made, seen, honest = pool.run([make, look, HONEST])
+        restarts = pool.restarts
+    assert facts(made) == {"shmget": "ok"}  # really made, for lack of a filter
+    assert facts(seen) == {"shm": []} and honest.passed
+    assert restarts == 1
+    arena.assert_untouched()  # the host's SysV objects: none added (IPC namespace)
+    assert_nothing_left(arena)

@@ -323,7 +323,8 @@ class SandboxPool:
     def _worker_config(self, kind: str, slot: int) -> dict:
         lim = self.limits
         cfg = {"memory_mb": lim.memory_mb, "max_processes": lim.max_processes, "max_file_mb": lim.max_file_mb,
-               "max_output_bytes": lim.max_output_kb << 10, "probe_uid": self._uid()}
+               "max_output_bytes": lim.max_output_kb << 10, "probe_uid": self._uid(),
+               "check_sysv": self._seccomp_problem is not None}
         if kind == "bubblewrap":
             cfg.update(pid_namespace=True, tmp="/tmp", scratch=list(PRIVATE_DIRS))
         else:

@@ -1,8 +1,9 @@
 """Sandbox worker: one warm interpreter that runs untrusted programs, one forked child each.
 
-Started by `phi1.evaluate.sandbox.SandboxPool` as ``python -I -S -B -c SOURCE
+Started by `phi1.evaluate.sandbox.SandboxPool` as ``python -I -S -B -c BOOT
 CONFIG_JSON`` inside bubblewrap (or directly in the fallback), with the
-system-call filter already installed. Standard library only, nothing from
+system-call filter already installed; BOOT runs this module's code, compiled
+by the pool and handed over on a pipe. Standard library only, nothing from
 phi1, and never ctypes: once ``_ctypes`` is loaded a Python program can read
 any memory of its process (``object.__subclasses__()`` reaches it), so it is
 never loaded here and programs may not import it.
@@ -640,9 +641,26 @@ class Worker:
 
     def _empty(self) -> bool:
         try:
-            return not any(os.listdir(r) for r in self.roots)
+            if any(os.listdir(r) for r in self.roots):
+                return False
         except OSError:
             return False
+        # SysV objects outlive a program in the worker's IPC namespace. The system-call
+        # filter refuses creating any; without the filter, look (a fresh worker has a
+        # fresh IPC namespace).
+        return not self.cfg.get("check_sysv") or not any(_sysv_objects())
+
+
+def _sysv_objects() -> list[str]:
+    """SysV shared memory segments, message queues and semaphores of our IPC namespace."""
+    out = []
+    for kind in ("shm", "msg", "sem"):
+        try:
+            with open(f"/proc/sysvipc/{kind}", encoding="ascii", errors="replace") as f:
+                out += f.read().splitlines()[1:]
+        except OSError:
+            pass
+    return out
 
 
 def scrub(root: str, deadline: float, budget: int = 200_000) -> bool:
