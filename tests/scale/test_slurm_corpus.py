@@ -71,8 +71,11 @@ def test_ingest_and_filter_on_slurm_match_local(slurm_cluster, local_reference, 
         previous_end = max(e for _, e in spans)
         assert (logs / step / "stats.json").exists()  # summed by phi1, as the local executor leaves it
     filter_jobs = _jobs(run / "filter" / "logs" / "filter")
-    assert list(filter_jobs) == ["score + filter"]
-    assert set(sacct(filter_jobs["score + filter"]).values()) == {"COMPLETED"}
+    assert sorted(filter_jobs) == ["keep top", "score"]
+    for label in ("score", "keep top"):
+        assert set(sacct(filter_jobs[label]).values()) == {"COMPLETED"}, label
+    [score], [keep] = filter_jobs["score"], filter_jobs["keep top"]
+    assert max(e for _, e in _times([score])) <= min(s for s, _ in _times([keep]))
     # phi1 waited for everything: nothing of ours is left in the queue
     assert squeue([j for ids in [*by_step.values(), *filter_jobs.values()] for j in ids]) == []
 
