@@ -567,9 +567,14 @@ def _run_slurm(steps: Sequence[tuple[str, Any]], progress: bool, echo: Callable[
         try:
             with quiet_datatrove_console():
                 last.run()  # submits the whole chain through `depends`
+        except FileNotFoundError as e:
+            raise Phi1Error(f"executor kind 'slurm' needs sbatch on PATH ({e.filename or 'sbatch'} not found): "
+                            "run phi1 on a Slurm login node, or try scripts/slurm-up for a local cluster") from e
         except (subprocess.CalledProcessError, OSError) as e:
-            raise Phi1Error(f"submitting to Slurm failed: {e} (is sbatch on PATH? launch scripts: "
-                            f"<step>/launch_script.slurm under {Path(executor_logging_dir(last)).parent})") from e
+            label, ex = next(((lb, x) for lb, x in steps if not x.submitted.ids), steps[-1])
+            raise Phi1Error(f"sbatch refused Slurm step {label!r} ({e}; sbatch's own message is above): check "
+                            f"[*.executor.slurm] (partition, time, memory, sbatch_args); launch script: "
+                            f"{executor_logging_dir(ex)}/launch_script.slurm") from e
         finally:  # what was submitted, even when a later sbatch failed: a re-run must not submit it twice
             by_step = {label: list(getattr(ex, "submitted", SubmittedJobs()).ids) for label, ex in steps}
             recorded = [j for ids in by_step.values() for j in ids]

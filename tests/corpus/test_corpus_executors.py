@@ -98,6 +98,14 @@ def test_slurm_executor_defaults_and_job_records(tmp_path):
     assert ex.submitted.ids == ["4242"]
 
 
+def test_slurm_without_sbatch_is_one_line(tmp_path, monkeypatch, quiet_loguru):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    cfg = ExecutorConfig(kind="slurm", tasks=2, slurm=SlurmConfig(partition="debug"))
+    ex = build_executor(cfg, [MakeDocs(str(tmp_path))], tmp_path / "logs", "t")
+    with pytest.raises(Phi1Error, match="needs sbatch on PATH .*scripts/slurm-up"):
+        run_executors([("make", ex)], progress=False)
+
+
 def test_stuck_slurm_jobs_only_when_nothing_can_run():
     """Jobs pending on a dependency that can never be satisfied are stuck (and with
     them every job waiting behind them) only once nothing of ours runs or can start."""

@@ -13,6 +13,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from scale_helpers import (
     CORPUS_STAGES, PHI1, REPO, SHRINK, docs_of, manifest, outcome_counts, phi1_run_args, run_phi1, sacct, squeue,
 )
@@ -154,3 +156,19 @@ def test_interrupt_wait_scancel_and_rerun_resubmits_only_unfinished(slurm_cluste
     # and the result is the local executor's
     assert docs_of(tmp_path / "slurm" / "ingest" / "docs") == docs_of(tmp_path / "local" / "ingest" / "docs")
     assert outcome_counts(tmp_path / "slurm", "ingest") == outcome_counts(tmp_path / "local", "ingest")
+
+
+def test_a_job_sbatch_refuses_is_one_line(slurm_cluster, tmp_path):
+    """A wrong partition: sbatch's own message, then one line naming the step and its launch script."""
+    from phi1.errors import Phi1Error
+    from phi1.executors import build_executor, run_executors
+    from phi1.sections import ExecutorConfig, SlurmConfig
+
+    cfg = ExecutorConfig(kind="slurm", tasks=2, slurm=SlurmConfig(partition="no-such-partition"))
+    first = build_executor(cfg, [], tmp_path / "a", "t-a")
+    second = build_executor(cfg, [], tmp_path / "b", "t-b", depends=first)
+    with pytest.raises(Phi1Error) as e:
+        run_executors([("first", first), ("second", second)], progress=False)
+    assert "sbatch refused Slurm step 'first'" in str(e.value)
+    assert str(tmp_path / "a" / "launch_script.slurm") in str(e.value)
+    assert json.loads((tmp_path / "b" / "phi1_slurm_jobs.json").read_text()) == {"first": [], "second": []}
