@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.phi1-installed
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench docs clean-runs help
+.PHONY: setup demo test test-fast bench docs ablation clean-runs help
 
 help:
 	@echo "make demo   # set up .venv and run the offline demo pipeline (configs/demo.toml)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-fast  # the test suite without the real-cluster tests"
 	@echo "make bench  # throughput benchmarks (bench/), results in bench/RESULTS.md"
 	@echo "make docs   # regenerate the option reference (docs/reference/) from the typed config"
+	@echo "make ablation  # filtered vs unfiltered data at equal tokens, 3 training seeds each (docs/ablation.md)"
 
 setup: $(STAMP)
 
@@ -47,6 +48,10 @@ bench: setup
 
 docs: setup
 	$(VENV)/bin/phi1 config --reference
+
+# The paper's Figure 2.1 in miniature (configs/ablation.toml); re-running resumes (docs/ablation.md).
+ablation: setup
+	$(VENV)/bin/phi1 ablation configs/ablation.toml
 
 clean-runs:
 	rm -rf runs

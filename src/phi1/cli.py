@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_parser(sub)
 
+    from phi1.ablation.cli import add_parser as add_ablation_parser
+
+    add_ablation_parser(sub)
+
     p = sub.add_parser("config", help="write the option reference (docs/reference/) from the typed config")
     p.add_argument("--reference", action="store_true", required=True,
                    help="write one Markdown table per config section (key, type, default, range, kind, doc)")
@@ -121,6 +125,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         from phi1.report.cli import run_command as run_report
 
         return run_report(args)
+    if cmd == "ablation":
+        from phi1.ablation.cli import run_command as run_ablation
+
+        return run_ablation(args)
     if cmd == "synth-plan":
         from phi1.synth.cli import run_command as run_synth_plan
 

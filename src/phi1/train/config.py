@@ -28,6 +28,9 @@ class TrainConfig:
     """The training loop's options, shared by pretrain and finetune (see phi1.train.loop)."""
 
     max_steps: int = option(1000, ge=1, doc="optimizer steps")
+    seed: int = option(-1, ge=-1, doc="training seed: initial weights, batch order, dropout (-1 = run.seed); the "
+                       "data (which documents, which exercises) follows run.seed, so seeds of one run config "
+                       "train on the same data (phi1 ablation)")
     batch_size: int = option(8, ge=1, doc="global batch in sequences (= micro_batch_size x accumulation x ranks)")
     micro_batch_size: int = option(8, ge=1, doc="sequences per device per forward; accumulation fills the batch",
                                    execution=True)

@@ -66,7 +66,8 @@ def run(ctx: Any) -> Any:
                     f"the val.jsonl.gz of {', '.join(x.ref for x in sources)}): the last checkpoint is exported")
         inputs = TrainInputs(data.train, pad_id=tok["eot_id"], val=val,
                              humaneval=humaneval_set(cfg, backend, context))
-        outcome = train(model, cfg, env, inputs, work_dir=ctx.work_dir, seed=config.run.seed,
+        seed = cfg.seed if cfg.seed >= 0 else config.run.seed  # training seed; the exercises follow run.seed
+        outcome = train(model, cfg, env, inputs, work_dir=ctx.work_dir, seed=seed,
                         flops=model_flops(model.config), resume=ctx.resumed, select_best=True,
                         tokenizer_dir=tok_dir, cache_dir=ctx.cache_dir("calibration"), name="finetune",
                         echo=ctx.log)

@@ -49,7 +49,8 @@ def run(ctx: Any) -> Any:
         model_config = phi_config(shape, tok["vocab_size"], bos_token_id=tok["eot_id"], eos_token_id=tok["eot_id"],
                                   attn_implementation=config.model.attn_implementation)
         info = announce(ctx, model_config, train_rows.seq_len)
-        torch.manual_seed(config.run.seed)  # the same initial weights on every rank
+        seed = cfg.seed if cfg.seed >= 0 else config.run.seed  # training seed; the data follows run.seed
+        torch.manual_seed(seed)  # the same initial weights on every rank
         model = build_model(model_config, env.device)
         val = None
         if val_rows is not None and len(val_rows):
@@ -61,7 +62,7 @@ def run(ctx: Any) -> Any:
         ctx.log(f"data: {len(train_rows):,} train rows x {train_rows.seq_len} tokens "
                 f"({human_count(train_rows.n_tokens)} tokens); {len(val) if val else 0} validation rows; "
                 f"{cfg.max_steps * cfg.batch_size * train_rows.seq_len / max(train_rows.n_tokens, 1):.2f} epochs")
-        outcome = train(model, cfg, env, inputs, work_dir=ctx.work_dir, seed=config.run.seed,
+        outcome = train(model, cfg, env, inputs, work_dir=ctx.work_dir, seed=seed,
                         flops=model_flops(model_config), resume=ctx.resumed, tokenizer_dir=tok_dir,
                         cache_dir=ctx.cache_dir("calibration"), name="pretrain", echo=ctx.log)
         if env.is_main:
