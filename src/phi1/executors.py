@@ -655,3 +655,15 @@ def stat_totals(logging_dir: str | os.PathLike) -> dict[str, float]:
             if isinstance(total, (int, float)):
                 out[key] = out.get(key, 0) + total
     return out
+
+
+def threads_per_task(ex_cfg: Any) -> int:
+    """CPU threads one datatrove task may use (torch, rapidfuzz) without
+    oversubscribing its machine: the task's CPU allocation on Slurm and Ray,
+    locally the cores shared among the tasks that run at once."""
+    if ex_cfg.kind == "slurm":
+        return ex_cfg.slurm.cpus_per_task
+    if ex_cfg.kind == "ray":
+        return ex_cfg.ray.cpus_per_task
+    parallel = ex_cfg.tasks if ex_cfg.workers == -1 else min(ex_cfg.workers, ex_cfg.tasks)
+    return max(1, (os.cpu_count() or 1) // max(1, parallel))

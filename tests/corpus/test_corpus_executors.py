@@ -158,3 +158,17 @@ def test_ray_executor_from_config(tmp_path):
     except ImportError:
         with pytest.raises(Phi1Error, match="pip install"):
             ex.run()
+
+
+def test_threads_per_task_never_oversubscribes():
+    import os
+
+    from phi1.executors import threads_per_task
+    from phi1.sections import ExecutorConfig, SlurmConfig
+
+    cores = os.cpu_count() or 1
+    assert threads_per_task(ExecutorConfig(tasks=4, workers=2)) == max(1, cores // 2)
+    assert threads_per_task(ExecutorConfig(tasks=1, workers=-1)) == cores
+    assert threads_per_task(ExecutorConfig(tasks=64, workers=-1)) == 1
+    slurm = ExecutorConfig(kind="slurm", slurm=SlurmConfig(partition="p", cpus_per_task=6))
+    assert threads_per_task(slurm) == 6

@@ -34,16 +34,6 @@ SUMMARY_FILE = "summary.json"
 PROBLEMS_FILE = "problems.jsonl"
 
 
-def _threads_per_task(ex_cfg: Any) -> int:
-    """CPU threads one scan task may use (rapidfuzz, torch) without oversubscribing."""
-    if ex_cfg.kind == "slurm":
-        return ex_cfg.slurm.cpus_per_task
-    if ex_cfg.kind == "ray":
-        return ex_cfg.ray.cpus_per_task
-    parallel = ex_cfg.tasks if ex_cfg.workers == -1 else min(ex_cfg.workers, ex_cfg.tasks)
-    return max(1, (os.cpu_count() or 1) // max(1, parallel))
-
-
 def _reader(dataset: Any) -> Any:
     from phi1.decontam.steps import exercise_reader
     from phi1.quality.filter import doc_reader
@@ -70,7 +60,9 @@ def run(ctx: StageContext) -> StageResult:
         if d.kind not in (EXERCISES, DOCUMENTS):
             raise InputError(f"decontam.inputs: {d.ref!r} is {d.kind}; decontam checks exercises and documents")
     problems = load_problems(cfg.problems)  # a bad problem file fails here, in one line, not in every task
-    threads = _threads_per_task(cfg.executor)
+    from phi1.executors import threads_per_task
+
+    threads = threads_per_task(cfg.executor)
     options = options_from_config(cfg, workers=threads)
     out = ctx.work_dir.resolve()
     job = f"{config.run.name}-decontam"

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -303,20 +302,11 @@ def doc_reader(folder: Path) -> Any:
     return JsonlReader(str(folder), glob_pattern="*.jsonl*", add_file_path=False)
 
 
-def _threads_per_task(ex_cfg: Any) -> int:
-    if ex_cfg.kind == "slurm":
-        return ex_cfg.slurm.cpus_per_task
-    if ex_cfg.kind == "ray":
-        return ex_cfg.ray.cpus_per_task
-    parallel = ex_cfg.tasks if ex_cfg.workers == -1 else min(ex_cfg.workers, ex_cfg.tasks)
-    return max(1, (os.cpu_count() or 1) // max(1, parallel))
-
-
 def run(ctx: StageContext) -> StageResult:
     from datatrove.pipeline.writers import JsonlWriter
 
     from phi1.devices import resolve_device, resolve_precision
-    from phi1.executors import build_executor, merged_stats, run_executors, stat_totals
+    from phi1.executors import build_executor, merged_stats, run_executors, threads_per_task, stat_totals
     from phi1.quality.classifier import QualityModel
     from phi1.quality.embed import cache_root
     from phi1.quality.embedders import build_embedder
@@ -341,7 +331,7 @@ def run(ctx: StageContext) -> StageResult:
     scores_dir = str(out / "scores")
     cache = cache_root(config.embed, ctx.run_dir.resolve())
     common = dict(embed_cfg=config.embed, model_dir=str(model_dir), cache_root=cache and str(Path(cache).resolve()),
-                  scores_dir=scores_dir, batch_size=cfg.batch_size, threads=_threads_per_task(cfg.executor))
+                  scores_dir=scores_dir, batch_size=cfg.batch_size, threads=threads_per_task(cfg.executor))
     job = f"{config.run.name}-filter"
 
     def keeping_pipeline(filter_step: QualityFilter) -> list:
