@@ -39,6 +39,13 @@ class AblationConfig:
     filtered: str = option("filter", doc="documents of the filtered arm (the quality filter's output)")
     synthetic: str = option("synth.textbooks", doc="documents added to the filtered ones in the third arm")
     synthetic_rate: float = option(1.0, gt=0, doc="sampling rate of `synthetic` in the third arm")
+    parallel: int = option(2, ge=1, execution=True, doc="arm x seed runs trained at once, each in its own process "
+                           "with its log in <run.root>/<run.name>/logs/")
+    threads: int = option(
+        1, ge=0, execution=True, doc="torch intra-op threads of each process (0 = torch's default, one per core). "
+        "1 with parallel = 2 fills 2 cores; two threads of one tiny model stall each other at every op on a "
+        "machine shared with other work (measured on 2 cores at load ~4.5: 3,700 tokens/s with 1 thread, 900 "
+        "with 2)")
     unfiltered_rate: float = option(
         0.0, ge=0, le=1, doc="sampling rate of `unfiltered` (0 = the filter's token keep rate, from its manifest: "
         "both arms then have about the same corpus tokens)")

@@ -173,7 +173,7 @@ def arms(config: PipelineConfig, rate: float) -> list[Arm]:
     ab = config.ablation
     made = {
         UNFILTERED: Arm(UNFILTERED, {ab.unfiltered: rate},
-                        f"(a) {ab.unfiltered}, a random sample at rate {rate:.4g} (equal tokens)"),
+                        f"(a) {ab.unfiltered} sampled x{rate:.3g} (equal tokens)"),
         FILTERED: Arm(FILTERED, {ab.filtered: 1.0}, f"(b) {ab.filtered}"),
         SYNTHETIC: Arm(SYNTHETIC, {ab.filtered: 1.0, ab.synthetic: ab.synthetic_rate},
                        f"(c) {ab.filtered} + {ab.synthetic}"

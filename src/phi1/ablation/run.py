@@ -23,14 +23,12 @@ from phi1.ablation.config import SYNTHETIC, UNFILTERED
 from phi1.ablation.links import link_cache, link_stages
 from phi1.ablation.plan import (BASE, Arm, RunPlan, StageSplit, arm_config, arm_runs, arms, base_run, split_stages,
                                 unfiltered_rate)
+from phi1.ablation.report import REPORT_FILE, SUMMARY_FILE, write_ablation_report  # light: matplotlib when drawn
 from phi1.ablation.stats import Comparison, Spread, compare, spread
 from phi1.config import PipelineConfig, to_dict
 from phi1.dataflow import Graph
 from phi1.errors import Phi1Error
 from phi1.manifest import read_manifest
-
-SUMMARY_FILE = "ablation.json"
-REPORT_FILE = "ablation.html"
 
 # (manifest metrics key, label, lower is better): the first two are finetune's, pass@1 is execute's
 METRICS = (
@@ -142,11 +140,16 @@ def run_ablation(config: PipelineConfig, echo: Callable[[str], None] = print, st
     for arm in arms(config, 0.5):  # every arm's mixture resolves before an hour of work starts
         Graph(arm_config(config, arm, arm.name), stages)
     root = config.run_dir
-    echo(f"ablation {config.run.name}: arms {', '.join(ab.arms)} x seeds {', '.join(map(str, ab.seeds))} "
-         f"-> {root}/")
+    echo(f"ablation: arms {', '.join(ab.arms)} x seeds {', '.join(map(str, ab.seeds))} -> {root}/")
     echo(f"  computed once in base/: {', '.join(split.shared)}; once per arm: {', '.join(split.arm)}; "
          f"once per arm and seed: {', '.join(split.seeded)} (the rest is linked)")
 
+    if ab.threads:  # this process runs the shared stages and the arms' tokenize
+        import torch
+
+        torch.set_num_threads(ab.threads)
+    echo(f"  arm x seed runs: {ab.parallel} at a time, torch threads {ab.threads or 'default'} per process "
+         f"(ablation.parallel, ablation.threads); their logs in {root / 'logs'}/")
     with _lock(root):
         return _run_all(config, echo, stages, split, started)
 
@@ -187,34 +190,50 @@ def _run_all(config: PipelineConfig, echo: Callable[[str], None], stages: Any, s
         _link(own, root)
         _run(own, echo, stages)
     order = [seeded[i] for i in range(len(ab.seeds)) for _, seeded in plans]  # seed-major: comparable early
-    results: list[RunResult] = []
-    spent: list[float] = []
-    for k, plan in enumerate(order, 1):
-        echo(f"ablation {k}/{len(order)}: arm {plan.arm}, seed {plan.seed} -> {plan.path}")
-        t0 = time.time()
-        _link(plan, root)
-        ran = any(v == "ran" for v in _run(plan, echo, stages).values())
-        result = collect(plan)
-        results.append(result)
-        took = time.time() - t0
-        if ran:
-            spent.append(took)
-        eta = (sum(spent) / len(spent)) * (len(order) - k) if spent else 0.0
-        shown = ", ".join(f"{_short(label)} {_fmt(result.metrics.get(key))}" for key, label, _ in METRICS)
-        echo(f"ablation {k}/{len(order)}: arm {plan.arm}, seed {plan.seed} "
-             f"{'done' if ran else 'already done'} in {took:.0f}s: {shown}"
-             + (f"; about {eta / 60:.0f} min left" if k < len(order) and eta else ""))
+    results = run_seeded(order, root, echo, stages, ab.parallel, ab.threads)
 
     summary = summarize(config, root, chosen, plans, results, skipped, rate, rate_source, split,
                         time.time() - started)
     write_summary(summary)
-    from phi1.ablation.report import write_ablation_report
-
-    write_ablation_report(summary)
+    write_ablation_report(root)
     echo("")
     for line in summary.table_lines():
         echo(line)
     return summary
+
+
+def run_seeded(order: list[RunPlan], root: Path, echo: Callable[[str], None], stages: Any, parallel: int,
+               threads: int) -> list[RunResult]:
+    """The arm x seed runs, ``parallel`` at a time in worker processes (`phi1.ablation.workers`),
+    a progress line as each starts and ends; results in ``order``."""
+    from phi1.ablation.workers import Job, run_jobs
+
+    for plan in order:
+        _link(plan, root)
+    jobs = [Job(plan.config, plan.stages, root / "logs" / f"{plan.name}.log") for plan in order]
+    results: dict[int, RunResult] = {}
+    spent: list[float] = []
+    n = len(order)
+
+    def started(i: int) -> None:
+        plan = order[i]
+        echo(f"ablation {i + 1}/{n}: arm {plan.arm}, seed {plan.seed} -> {plan.path} (log: {jobs[i].log})")
+
+    def finished(i: int, outcomes: dict[str, str], took: float) -> None:
+        plan = order[i]
+        ran = any(v == "ran" for v in outcomes.values())
+        results[i] = result = collect(plan)
+        if ran:
+            spent.append(took)
+        left = n - len(results)
+        eta = sum(spent) / len(spent) * left / max(1, min(parallel, left)) if spent and left else 0.0
+        shown = ", ".join(f"{_short(label)} {_fmt(result.metrics.get(key))}" for key, label, _ in METRICS)
+        echo(f"ablation {i + 1}/{n}: arm {plan.arm}, seed {plan.seed} {'done' if ran else 'already done'} in "
+             f"{took:.0f}s: {shown}" + (f"; about {eta / 60:.0f} min left" if eta >= 90 else
+                                         "; about a minute left" if eta else ""))
+
+    run_jobs(jobs, parallel, threads, stages, started, finished)
+    return [results[i] for i in range(n)]
 
 
 def _prefixed(echo: Callable[[str], None], name: str) -> Callable[[str], None]:
