@@ -1,21 +1,22 @@
 """Training throughput: phi1's loop against a bare eager fp32 loop around the same model.
 
-For each preset, on the available device, in one process, alternating:
+For each preset, on the available device, both loops in one process, one
+step each in turn (so both see the same load of a shared machine):
 
-* ours: `phi1.train.loop.train` exactly as `pretrain` runs it, with its
-  defaults: precision "auto" (bf16 autocast where the CPU or GPU multiplies
-  bf16 natively, else fp32), fused AdamW, compile "auto" (off for runs this
-  short; ``--compile`` adds a compiled run), LR schedule, loss over target
-  tokens, clipping, metrics.jsonl, progress bar; on random tokens. tokens/s
-  over the steps after warm-up, from its own metrics log.
-* bare: the same transformers PhiForCausalLM (same init) in eager fp32:
-  ``forward -> HF loss -> backward -> AdamW step (torch's default) ->
+* ours: the phases `phi1.train.loop.train` runs (`setup`, `train_step`,
+  `log`), with the loop's defaults: precision "auto" (bf16 autocast where the
+  CPU or GPU multiplies bf16 natively, else fp32), fused AdamW, compile
+  "auto" (off for runs this short; ``--compile`` adds a compiled run), LR
+  schedule, loss over target tokens, gradient clipping, metrics.jsonl;
+* bare: the same transformers PhiForCausalLM (same initial weights) in eager
+  fp32: ``forward -> HF loss -> backward -> AdamW step (torch's default) ->
   zero_grad``, nothing else. What a user writes first.
 
-Prints tokens/s and MFU of both (each against the peak at its own dtype:
-the GPU table, or this CPU's measured matmul rate) and the ratio ours/bare.
-The best of ``--repeats`` alternating runs of each is compared (medians
-shown too): on a shared machine other processes only slow a run down.
+Prints tokens/s (from the median step time after warm-up) and MFU of both,
+each against the peak at its own dtype (the GPU table, or this CPU's measured
+matmul rate), and ours/bare four ways: of median steps, of the best steps,
+the median of step-by-step pairs, and per CPU-second (steadiest when other
+processes share the cores).
 
     python bench/train_throughput.py                      # tiny + phi-1-small, CPU-sized shapes
     python bench/train_throughput.py --presets tiny --compile              # + a compiled run (slow to compile)
@@ -39,12 +40,12 @@ from phi1.train.config import PretrainConfig
 from phi1.train.data import Example
 from phi1.train.distributed import distributed_env
 from phi1.train import loop
-from phi1.train.loop import TrainInputs, train
+from phi1.train.loop import TrainInputs
 from phi1.train.metrics import cpu_name, resolve_peak
 from phi1.train.precision import choose_precision
 
 # (vocab, seq_len, micro batch, measured steps)
-CPU_SHAPES = {"tiny": (4096, 256, 16, 10), "phi-1-small": (51200, 128, 1, 4), "phi-1": (51200, 128, 1, 2),
+CPU_SHAPES = {"tiny": (4096, 256, 16, 20), "phi-1-small": (51200, 128, 1, 6), "phi-1": (51200, 128, 1, 4),
               "nano": (448, 64, 8, 20)}
 GPU_SHAPES = {"tiny": (4096, 256, 64, 50), "phi-1-small": (51200, 2048, 8, 20), "phi-1": (51200, 2048, 4, 10),
               "nano": (448, 64, 64, 50)}
@@ -70,65 +71,88 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bare_loop(config, device: torch.device, seq_len: int, micro: int, warmup: int, steps: int) -> dict:
-    """tokens/s (wall and per CPU-second) of eager fp32 forward/backward/AdamW on random tokens."""
-    torch.manual_seed(0)
-    model = build_model(config, device)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    data = RandomTokens(10_000, seq_len, config.vocab_size)
-    t0 = c0 = 0.0
-    for step in range(warmup + steps):
-        if step == warmup:
-            _sync(device)
-            t0, c0 = time.perf_counter(), time.process_time()
-        ids = torch.from_numpy(np.stack([data.example(step * micro + j).ids for j in range(micro)])).to(device)
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    _sync(device)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-    del model, opt
-    tokens = steps * micro * seq_len
-    return {"tokens_per_s": tokens / seconds, "tokens_per_cpu_s": tokens / cpu}
+def interleaved(config, device_pref: str, seq_len: int, micro: int, warmup: int, steps: int, *, precision: str,
+                compile: bool | str, cache_dir: Path, repeats: int = 1) -> dict:
+    """Both loops in one process, one step each in turn (the first alternating),
+    so both see the same machine at the same moments: on a shared machine the
+    other processes' load drifts, and runs taken one after the other compare
+    different loads. ``repeats`` runs (fresh models each) pool their steps.
 
-
-def our_loop(config, device_pref: str, seq_len: int, micro: int, warmup: int, steps: int, *, precision: str,
-             compile: bool | str, cache_dir: Path) -> dict:
-    """phi1's loop: tokens/s over the steps after warm-up (from its metrics log), and what it chose."""
+    ours: the phases `phi1.train.loop.train` runs (`setup`, then `train_step`
+    and `log` every ``log_every`` steps; no evaluation or checkpoint falls in a
+    benchmark's steps). bare: eager fp32 ``forward -> HF loss -> backward ->
+    AdamW (torch's default) -> zero_grad``, same initial weights.
+    """
     cfg = PretrainConfig(max_steps=warmup + steps, batch_size=micro, micro_batch_size=micro, lr=1e-4,
-                         warmup_steps=1, checkpoint_every=10**9, eval_every=10**9, log_every=warmup,
+                         warmup_steps=1, checkpoint_every=10**9, eval_every=10**9, log_every=5,
                          humaneval_loss=False, tensorboard=False, device=device_pref, precision=precision,
                          compile=compile)
-    cpu = [0.0]
-    step_fn = loop.train_step
+    data = RandomTokens(10_000, seq_len, config.vocab_size)
+    times: dict[str, list[tuple[float, float]]] = {"ours": [], "bare": []}  # (wall, cpu) per measured step
+    info: dict = {}
+    for _ in range(repeats):
+        info = _interleave_once(config, cfg, data, device_pref, micro, warmup, cache_dir, times)
+    tokens = micro * seq_len
+    out = dict(info)
+    for name, t in times.items():
+        wall, cpu = np.array([x[0] for x in t]), np.array([x[1] for x in t])
+        out[name] = {"tokens_per_s": tokens / float(np.median(wall)), "best_tokens_per_s": tokens / float(wall.min()),
+                     "tokens_per_cpu_s": tokens / float(np.median(cpu)), "step_seconds": [round(x, 4) for x in wall]}
+    pairs = [b[0] / o[0] for b, o in zip(times["bare"], times["ours"])]
+    out["ratio"] = out["ours"]["tokens_per_s"] / out["bare"]["tokens_per_s"]  # of median step times
+    out["ratio_of_best"] = out["ours"]["best_tokens_per_s"] / out["bare"]["best_tokens_per_s"]
+    out["ratio_cpu"] = out["ours"]["tokens_per_cpu_s"] / out["bare"]["tokens_per_cpu_s"]
+    out["ratio_pairs_median"] = float(np.median(pairs))  # step by step, the same moment of the machine
+    if out["compiled"]:  # the first step's time beyond a steady one
+        out["compile_seconds"] = max(0.0, out["first_step_seconds"] - float(np.median([x[0] for x in times["ours"]])))
+    return out
 
-    def timed_step(run) -> None:  # CPU time of the measured steps (the loop itself is untouched)
-        c0 = time.process_time()
-        step_fn(run)
-        if run.step > warmup:
-            cpu[0] += time.process_time() - c0
 
-    loop.train_step = timed_step
-    try:
-        with tempfile.TemporaryDirectory(prefix="phi1-bench-") as tmp, distributed_env(device_pref) as env:
-            torch.manual_seed(0)
-            model = build_model(config, env.device)
-            out = train(model, cfg, env, TrainInputs(RandomTokens(10_000, seq_len, config.vocab_size), pad_id=0),
-                        work_dir=Path(tmp), seed=0, flops=model_flops(config), cache_dir=cache_dir, name="bench",
-                        echo=lambda _m: None)
-            records = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
-            del model
-    finally:
-        loop.train_step = step_fn
-    measured = [r for r in records if r["kind"] == "train" and r["step"] > warmup]
-    seconds = sum((r["step"] - prev) * micro * seq_len / r["tokens_per_s"]
-                  for prev, r in zip([warmup] + [m["step"] for m in measured], measured))
-    return {"tokens_per_s": steps * micro * seq_len / seconds, "tokens_per_cpu_s": steps * micro * seq_len / cpu[0],
-            "precision": out.precision.name,
-            "precision_reason": out.precision.reason, "compiled": out.compiled,
-            "compile_seconds": out.compile_seconds, "peak": out.peak.flops}
+def _interleave_once(config, cfg, data, device_pref: str, micro: int, warmup: int, cache_dir: Path,
+                     times: dict[str, list[tuple[float, float]]]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="phi1-bench-") as tmp, distributed_env(device_pref) as env:
+        device = env.device
+        torch.manual_seed(0)
+        run = loop.setup(build_model(config, device), cfg, env, TrainInputs(data, pad_id=0), work_dir=Path(tmp),
+                         seed=0, flops=model_flops(config), resume=False, select_best=False, tokenizer_dir=None,
+                         cache_dir=cache_dir, name="bench", echo=lambda _m: None)
+        torch.manual_seed(0)
+        bare = build_model(config, device)
+        bare.train()
+        opt = torch.optim.AdamW(bare.parameters(), lr=1e-4)
+
+        def bare_step(step: int) -> None:
+            ids = torch.from_numpy(np.stack([data.example(step * micro + j).ids for j in range(micro)])).to(device)
+            loss = bare(input_ids=ids, labels=ids, use_cache=False).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        def our_step(_step: int) -> None:
+            loop.train_step(run)
+            if run.step % cfg.log_every == 0:
+                loop.log(run)
+
+        run.watch.start()
+        first = 0.0
+        for step in range(cfg.max_steps):
+            pair = [("bare", bare_step), ("ours", our_step)]
+            for name, fn in (pair if step % 2 else pair[::-1]):
+                _sync(device)
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn(step)
+                _sync(device)
+                if step >= warmup:
+                    times[name].append((time.perf_counter() - t0, time.process_time() - c0))
+                elif step == 0 and name == "ours":
+                    first = time.perf_counter() - t0  # compiling happens here
+        run.watch.stop()
+        run.log.close()
+        info = {"precision": run.precision.name, "precision_reason": run.precision.reason,
+                "compiled": run.compiled, "compile_reason": run.compile_reason, "peak": run.peak.flops,
+                "first_step_seconds": first}
+        del run, bare, opt
+    return info
 
 
 def cpu_flags() -> str:
@@ -150,7 +174,7 @@ def main() -> None:
     ap.add_argument("--micro-batch", type=int, default=0)
     ap.add_argument("--steps", type=int, default=0, help="measured steps (after warm-up)")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3, help="alternating runs of each loop; the best is kept")
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved runs (fresh models); their steps are pooled")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="ours (bare is fp32)")
     ap.add_argument("--compile", action="store_true", help="also time ours with compile = true (once)")
@@ -175,44 +199,36 @@ def main() -> None:
     for preset in args.presets:
         vocab, seq_len, micro, steps = shapes[preset]
         seq_len, micro, steps = args.seq_len or seq_len, args.micro_batch or micro, args.steps or steps
-        steps = -(-steps // args.warmup) * args.warmup  # whole log intervals
         config = phi_config(resolve_shape(ModelConfig(preset=preset), seq_len=seq_len), vocab)
         n = count_params(config)
         flops = model_flops(config, n["non_embedding"]).per_token(seq_len)
-        ours_all, bare_all, info = [], [], {}
-        for _ in range(args.repeats):
-            bare_all.append(bare_loop(config, device, seq_len, micro, args.warmup, steps))
-            info = our_loop(config, args.device, seq_len, micro, args.warmup, steps, precision=args.precision,
-                            compile="auto", cache_dir=cache)
-            ours_all.append(info)
-        ours_runs, bare_runs = [r["tokens_per_s"] for r in ours_all], [r["tokens_per_s"] for r in bare_all]
-        ours, bare = max(ours_runs), max(bare_runs)
-        ours_cpu = max(r["tokens_per_cpu_s"] for r in ours_all)
-        bare_cpu = max(r["tokens_per_cpu_s"] for r in bare_all)
+        r = interleaved(config, args.device, seq_len, micro, args.warmup, steps, precision=args.precision,
+                        compile="auto", cache_dir=cache, repeats=args.repeats)
 
         def mfu(tps: float, peak) -> float:
             return tps * flops / peak.flops if peak.flops else float("nan")
 
+        ours, bare = r["ours"]["tokens_per_s"], r["bare"]["tokens_per_s"]
         row = {"preset": preset, "params": n["total"], "seq_len": seq_len, "micro_batch": micro, "steps": steps,
-               "ours_precision": info["precision"], "ours_compiled": info["compiled"],
+               "ours_precision": r["precision"], "ours_compiled": r["compiled"],
                "ours_tokens_per_s": round(ours, 1), "bare_tokens_per_s": round(bare, 1),
-               "ours_runs": [round(x, 1) for x in ours_runs], "bare_runs": [round(x, 1) for x in bare_runs],
-               "ours_mfu": mfu(ours, peak_ours), "bare_mfu": mfu(bare, peak_bare), "ratio": ours / bare,
-               "ratio_of_medians": float(np.median(ours_runs) / np.median(bare_runs)),
-               "ours_tokens_per_cpu_s": round(ours_cpu, 1), "bare_tokens_per_cpu_s": round(bare_cpu, 1),
-               "cpu_time_ratio": ours_cpu / bare_cpu}
+               "ours_mfu": mfu(ours, peak_ours), "bare_mfu": mfu(bare, peak_bare), "ratio": r["ratio"],
+               "ratio_of_best": r["ratio_of_best"], "ratio_pairs_median": r["ratio_pairs_median"],
+               "ratio_cpu": r["ratio_cpu"], "ours_steps_s": r["ours"]["step_seconds"],
+               "bare_steps_s": r["bare"]["step_seconds"]}
         line = (f"{preset:<12} {n['total'] / 1e6:8.2f}M  seq {seq_len:<5} batch {micro:<3} "
-                f"ours ({info['precision']}) {ours:10,.0f} tok/s (MFU {row['ours_mfu']:.1%})   "
+                f"ours ({r['precision']}) {ours:10,.0f} tok/s (MFU {row['ours_mfu']:.1%})   "
                 f"bare (fp32) {bare:10,.0f} tok/s (MFU {row['bare_mfu']:.1%})   ours/bare {row['ratio']:.2f}x "
-                f"(medians: {row['ratio_of_medians']:.2f}x; per CPU-second: {row['cpu_time_ratio']:.2f}x)")
+                f"(best steps {row['ratio_of_best']:.2f}x; step pairs {row['ratio_pairs_median']:.2f}x; "
+                f"per CPU-second {row['ratio_cpu']:.2f}x)")
         if args.compile:
-            # Enough steps after the first (compiling) one for a steady figure.
-            comp = our_loop(config, args.device, seq_len, micro, args.warmup, steps, precision=args.precision,
-                            compile=True, cache_dir=cache)
-            row.update(compiled_tokens_per_s=round(comp["tokens_per_s"], 1),
-                       compile_seconds=comp["compile_seconds"], compiled_ratio=comp["tokens_per_s"] / bare)
-            line += (f"   ours+compile {comp['tokens_per_s']:10,.0f} tok/s ({row['compiled_ratio']:.2f}x; "
-                     f"compiling took {comp['compile_seconds'] or 0:.0f}s)")
+            comp = interleaved(config, args.device, seq_len, micro, args.warmup, steps, precision=args.precision,
+                               compile=True, cache_dir=cache)
+            row.update(compiled_tokens_per_s=round(comp["ours"]["tokens_per_s"], 1),
+                       compiled_ratio=comp["ratio"], compiled_reason=comp["compile_reason"],
+                       compile_seconds=comp["compile_seconds"])
+            line += (f"   ours+compile {comp['ours']['tokens_per_s']:10,.0f} tok/s ({comp['ratio']:.2f}x; compiling took "
+                     f"{comp['compile_seconds']:.0f}s)")
         rows.append(row)
         print(line, flush=True)
     result = {"device": name, "flags": cpu_flags(), "threads": torch.get_num_threads(), "torch": torch.__version__,
