@@ -45,6 +45,7 @@ import random
 import re
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ def save_checkpoint(
     barrier(env)  # the folder exists before any rank writes its shard into it
     if fmt == "sharded":
         model_sd, optim_sd = get_state_dict(parallel.model, optimizer)
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp / SHARDED)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp / SHARDED, no_dist=not _group())
     else:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_sd, optim_sd = get_state_dict(parallel.model, optimizer, options=options)
@@ -230,13 +231,28 @@ def _load_sharded(folder: Path, model: torch.nn.Module, optimizer: torch.optim.O
     layout, let DCP fill them from the shards on disk, then load them back."""
     if optimizer is None:
         model_sd = get_model_state_dict(model)
-        dcp.load({"model": model_sd}, checkpoint_id=folder)
+        _dcp_load({"model": model_sd}, folder)
         set_model_state_dict(model, model_sd)
         return
     model_sd, optim_sd = get_state_dict(model, optimizer)
     both = {"model": model_sd, "optim": optim_sd}
-    dcp.load(both, checkpoint_id=folder)
+    _dcp_load(both, folder)
     set_state_dict(model, optimizer, model_state_dict=both["model"], optim_state_dict=both["optim"])
+
+
+def _group() -> bool:
+    """Whether a process group exists (collective loads); without one DCP runs in this process alone."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _dcp_load(state: dict[str, Any], folder: Path, alone: bool = False) -> None:
+    """``dcp.load`` in place; ``alone`` (or no process group): this process only,
+    without DCP's warning that it assumes so (here it is meant)."""
+    no_dist = alone or not _group()
+    with warnings.catch_warnings():
+        if no_dist:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=folder, no_dist=no_dist)
 
 
 def full_weights(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -253,7 +269,7 @@ def full_weights(ckpt: Path) -> dict[str, torch.Tensor]:
 
     model = build_model(PhiConfig.from_pretrained(ckpt), "meta").to_empty(device="cpu")
     model_sd = model.state_dict()
-    dcp.load({"model": model_sd}, checkpoint_id=ckpt / SHARDED, no_dist=True)
+    _dcp_load({"model": model_sd}, ckpt / SHARDED, alone=True)
     return model_sd
 
 
