@@ -151,7 +151,6 @@ def _interleave_once(config, cfg, data, device_pref: str, micro: int, warmup: in
         info = {"precision": run.precision.name, "precision_reason": run.precision.reason,
                 "compiled": run.compiled, "compile_reason": run.compile_reason, "peak": run.peak.flops,
                 "first_step_seconds": first}
-        del run, bare, opt
     return info
 
 

@@ -150,7 +150,6 @@ def test_uint32_holds_the_same_ids(run, tmp_path):
 
 
 def test_mixture_weights_are_per_document_sampling_rates(run, tmp_path):
-    cfg = run[0]
     a_docs, b_docs = _docs(30, "a"), _docs(200, "b")
     write_jsonl(tmp_path / "a" / "docs.jsonl.gz", a_docs)
     write_jsonl(tmp_path / "b" / "docs.jsonl.gz", b_docs)

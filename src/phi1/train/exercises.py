@@ -38,8 +38,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from phi1.errors import InputError
-from phi1.train.data import (Example, ExampleArrays, RowArrays, encode_with_mask, load_examples, load_rows,
-                             save_examples, save_rows)
+from phi1.train.data import (Example, ExampleArrays, encode_with_mask, load_examples, load_rows, save_examples,
+                             save_rows)
 
 DATA_DIR = "data"
 ENCODE_CHUNK = 10_000
@@ -163,18 +163,24 @@ def prepare_exercises(work_dir: Path, sources: list[ExerciseSource], tokenizer: 
         raise InputError("finetune.inputs: no exercise dataset with a weight > 0")
     out = Path(work_dir) / DATA_DIR
     want = Layout(layout, loss_on, seq_len, seed, tuple((s.ref, float(s.weight)) for s in sources))
-    stats: dict[str, dict[str, int]] = {}
+    built: dict[str, Any] = {}
     if env.is_main:
-        meta_path = out / "data.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        if meta.get("layout") == json.loads(json.dumps(asdict(want))) and all(
-                (out / f"{s}.npz").exists() for s in SPLITS):
-            stats = meta["stats"]
-        else:
-            out.mkdir(parents=True, exist_ok=True)
-            stats = _build(out, sources, tokenizer, want, eot_id, vocab_size)
-            write_json_atomic(meta_path, {"layout": asdict(want), "stats": stats})
-    stats = broadcast_object(stats, env)
+        try:
+            meta_path = out / "data.json"
+            meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            if meta.get("layout") == json.loads(json.dumps(asdict(want))) and all(
+                    (out / f"{s}.npz").exists() for s in SPLITS):
+                built["stats"] = meta["stats"]
+            else:
+                out.mkdir(parents=True, exist_ok=True)
+                built["stats"] = _build(out, sources, tokenizer, want, eot_id, vocab_size)
+                write_json_atomic(meta_path, {"layout": asdict(want), "stats": built["stats"]})
+        except InputError as e:  # every rank raises it, rather than waiting for data that never comes
+            built["error"] = str(e)
+    built = broadcast_object(built, env)
+    if "error" in built:
+        raise InputError(built["error"])
+    stats = built["stats"]
     barrier(env)
     train_stats = SplitStats(**stats["train"])
     if train_stats.rows == 0:
