@@ -150,8 +150,11 @@ _BOOT = ("import json, marshal, os, sys\n"
 
 @functools.lru_cache(maxsize=4)
 def _worker_code(path: str, mtime_ns: int) -> bytes:
-    with open(path, encoding="utf-8") as f:
-        return marshal.dumps(compile(f.read(), path, "exec", dont_inherit=True))
+    # Python's own bytecode cache (__pycache__) when it is current, else a compile
+    # (written to that cache where the folder is writable): no compile per run.
+    from importlib.machinery import SourceFileLoader
+
+    return marshal.dumps(SourceFileLoader("phi1_sandbox_worker", path).get_code("phi1_sandbox_worker"))
 
 
 def worker_argv(cfg: dict) -> list[str]:
