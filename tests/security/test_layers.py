@@ -243,8 +243,8 @@ def test_scrub_removes_deep_and_unreadable_trees(tmp_path):
             (root / f"f{i}").write_text("x")
         assert not sw.scrub(str(root), time.monotonic() + 30, budget=10)
     finally:
-        os.chdir(here)
         sw.scrub(str(root), time.monotonic() + 30)
+        os.chdir(here)  # scrub works relative to the cwd it moved into: leave root before removing it
         os.rmdir(root)
 
 
