@@ -59,7 +59,7 @@ def test_generate_then_execute_under_torchrun(tmp_path):
     args = ["-m", "phi1.cli", "run", "configs/demo.toml", "--only", "generate", "execute",
             "--set", f"run.root={tmp_path}", "--set", "run.name=t", "--set", f"generate.model={model}",
             "--set", "generate.limit=4", "--set", "generate.max_new_tokens=8", "--set", "generate.batch_size=2",
-            "--set", "execute.workers=1", "--set", "execute.canonical_check=false"]
+            "--set", "execute.workers=1", "--set", "execute.canonical_check=false", "--set", "execute.contamination="]
     proc = _torchrun(args)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     m = json.loads((tmp_path / "t" / "execute" / "manifest.json").read_text())

@@ -200,7 +200,7 @@ def test_llm_teacher_fails_loudly_when_requests_fail(openai_server_factory, tmp_
     cfg = _setup(tmp_path, _llm_toml(srv.base_url))
     assert main(["run", str(cfg), "--only", "annotate"]) == 1
     err = capsys.readouterr().err
-    assert "22 of 22 annotation requests failed" in err and "HTTP 400" in err
+    assert "22 of 22 annotation requests failed (22 rejected by the endpoint" in err and "HTTP 400" in err
     assert len(srv.requests) == 22  # a 400 is not retried
     assert not (_run_dir(cfg) / "annotate").exists()
 

@@ -22,7 +22,7 @@ from phi1.documents import read_documents, write_jsonl
 from phi1.errors import InputError, Phi1Error
 from phi1.stage import StageContext, StageResult
 from phi1.quality.config import AnnotateConfig
-from phi1.quality.teachers import Label, heuristic_labels, imported_labels, llm_labels
+from phi1.quality.teachers import REJECTED, Label, heuristic_labels, imported_labels, llm_labels
 
 LABELS_FILE = "labels.jsonl"
 
@@ -104,13 +104,16 @@ def _llm(ctx: StageContext, cfg: AnnotateConfig, docs: list, counts: dict[str, i
                                 log=ctx.log, progress=ctx.is_main)
     usage = report.usage or {}
     failed = [lab for lab in labels if lab.error]
-    counts.update(failed=len(failed), reasked=report.reasked)
+    rejected = [lab for lab in labels if (lab.invalid or "").startswith(REJECTED)]
+    counts.update(failed=len(failed), rejected=len(rejected), reasked=report.reasked)
     metrics["llm"] = usage
-    if failed and len(failed) > cfg.max_failed_fraction * len(labels):
+    bad = failed + rejected  # either way no label: too many means the setup is wrong, not the documents
+    if bad and len(bad) > cfg.max_failed_fraction * len(labels):
+        first = bad[0].error or bad[0].invalid
         raise Phi1Error(
-            f"{len(failed)} of {len(labels)} annotation requests failed (annotate.max_failed_fraction = "
-            f"{cfg.max_failed_fraction:g}); first: {failed[0].error}. Fix the cause and re-run: replies "
-            f"already received are cached and are not sent again")
+            f"{len(bad)} of {len(labels)} annotation requests failed ({len(rejected)} rejected by the endpoint; "
+            f"annotate.max_failed_fraction = {cfg.max_failed_fraction:g}); first: {first}. Fix the cause and "
+            f"re-run: replies already received are cached and are not sent again")
     if failed:
         ctx.log(f"{len(failed)} requests failed and are recorded as invalid for now (first: {failed[0].error}); "
                 "a plain re-run asks exactly those again")

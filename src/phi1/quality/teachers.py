@@ -25,6 +25,9 @@ from phi1.quality.rubric import RUBRIC_ID, score_code
 from phi1.quality.sampling import SampledDoc
 
 
+REJECTED = "rejected by the endpoint: "  # prefix of Label.invalid for a request the endpoint refuses (HTTP 400...)
+
+
 @dataclass
 class Label:
     id: str
@@ -108,7 +111,7 @@ def llm_labels(docs: list[SampledDoc], llm_cfg: Any, prompt: str, max_chars: int
                 lab = labels[i]
                 lab.attempts += 1 + res.cut_reasks
                 if res.rejected:  # the endpoint refuses this request as such: invalid, not retried
-                    lab.invalid = f"rejected by the endpoint: {res.error}"
+                    lab.invalid = f"{REJECTED}{res.error}"
                     continue
                 if not res.ok:
                     lab.error = res.error
