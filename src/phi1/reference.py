@@ -55,6 +55,7 @@ COMMAND_DOCS = {
     "contamination": "docs/decontam.md",
     "synth-plan": "docs/synth.md",
     "report": "docs/report.md",
+    "ablation": "docs/ablation.md",
 }
 
 

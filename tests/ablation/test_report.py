@@ -10,9 +10,9 @@ from phi1.ablation.report import read_summary, write_ablation_report
 from phi1.ablation.stats import compare, spread
 from phi1.errors import InputError
 
-METRICS = {"humaneval_solution_loss_after_finetuning": {"label": "HumanEval-solution loss after finetuning",
-                                                       "lower_is_better": True},
-           "pass@1": {"label": "HumanEval pass@1", "lower_is_better": False}}
+METRICS = [{"key": "humaneval_solution_loss_after_finetuning", "label": "HumanEval-solution loss after finetuning",
+            "lower_is_better": True},
+           {"key": "pass@1", "label": "HumanEval pass@1", "lower_is_better": False}]
 
 
 def _summary() -> dict:
@@ -36,8 +36,10 @@ def test_page_has_one_chart_one_table_and_the_reading(tmp_path):
     assert html.count('<img class="chart"') == 1 and html.count("<table") == 1
     assert "3.550 ± 0.050 (3.500–3.600)" in html  # the filtered arm's row, from the stats written
     assert "4.000 ± 0.100 (3.900–4.100)" in html
-    assert "exceeds the seed spread" in html
+    assert "suggestive, not established" in html  # three seeds per arm, separated
     assert "arm filtered+synthetic skipped" in html and "Figure 2.1" in html
+    assert html.index("after finetuning (mean") < html.index("HumanEval pass@1 (mean")  # the summary's order
+    assert "(819,200 tokens seen)" in html
     assert "http://" not in html.replace("http://www.w3.org", "")  # nothing fetched
 
 
@@ -50,3 +52,14 @@ def test_missing_or_broken_summary_is_a_one_line_error(tmp_path):
     (tmp_path / "ablation.json").write_text("[1, 2]")
     with pytest.raises(InputError, match="is not an ablation summary"):
         read_summary(tmp_path)
+
+
+@pytest.mark.skipif(__import__("phi1.report.browser", fromlist=["find_chromium"]).find_chromium() is None,
+                    reason="no Chromium: `apt-get install chromium` (or `make setup` as root)")
+def test_page_renders_in_headless_chromium(tmp_path):
+    from phi1.report.browser import check_report
+
+    (tmp_path / "ablation.json").write_text(json.dumps(_summary()))
+    seen = check_report(write_ablation_report(tmp_path), width=1200, height=900)
+    assert seen.console_errors == [] and seen.requests == []
+    assert len(seen.images) == 1 and seen.images[0]["width"] > 0 and not seen.images[0]["error"]

@@ -37,7 +37,7 @@ def _t_sf_df4(t: float) -> float:
     return 0.5 - (x * (1.5 - 0.5 * x * x)) / 2
 
 
-def test_separated_arms_exceed_the_seed_spread():
+def test_three_separated_seeds_are_suggestive_not_established():
     a = spread([3.0, 3.2, 3.1])  # mean 3.1, std 0.1
     b = spread([2.0, 2.1, 2.2])  # mean 2.1, std 0.1
     c = compare("loss", "unfiltered", a, "filtered", b, lower_is_better=True)
@@ -47,9 +47,19 @@ def test_separated_arms_exceed_the_seed_spread():
     se = math.sqrt(0.02 / 3)
     assert c.welch_t == pytest.approx(-1 / se, rel=1e-9)
     assert c.welch_p == pytest.approx(2 * _t_sf_df4(1 / se), rel=1e-6)
+    # of the C(6,3) = 20 splits of the pooled seeds, only this one and its mirror are as far apart
+    assert c.permutation_p == pytest.approx(2 / 20)
     assert "filtered lower (better) by 1.000" in c.reading
     assert "10.0x the larger seed standard deviation" in c.reading
-    assert "exceeds the seed spread" in c.reading
+    assert "happens by chance with probability 0.1" in c.reading and "suggestive, not established" in c.reading
+    assert "exceeds" not in c.reading
+
+
+def test_four_separated_seeds_exceed_the_seed_spread():
+    a, b = spread([3.0, 3.1, 3.2, 3.3]), spread([2.0, 2.1, 2.2, 2.3])
+    c = compare("loss", "unfiltered", a, "filtered", b, lower_is_better=True)
+    assert c.permutation_p == pytest.approx(2 / 70)  # C(8,4) = 70 splits
+    assert "the difference exceeds the seed spread" in c.reading
 
 
 def test_overlapping_arms_are_within_the_spread():
@@ -58,6 +68,9 @@ def test_overlapping_arms_are_within_the_spread():
     c = compare("loss", "unfiltered", a, "filtered", b, lower_is_better=True)
     assert not c.separated
     assert c.difference == pytest.approx(-0.1)
+    # pooled 2.9 .. 3.4 in steps of 0.1: a split's sums differ by >= 0.3 when the three values chosen for b
+    # are 0.1 x {0..5} indices summing to <= 6 (7 subsets) or >= 9 (7 subsets) of the 20
+    assert c.permutation_p == pytest.approx(14 / 20)
     assert "within the seed spread" in c.reading
     # higher is better: the same numbers read as worse
     c2 = compare("pass@1", "unfiltered", a, "filtered", b, lower_is_better=False)
@@ -74,4 +87,14 @@ def test_all_zero_metric_cannot_tell_the_arms_apart():
 def test_constant_but_different_arms_are_separated_without_a_t_test():
     c = compare("pass@1", "unfiltered", spread([0.0, 0.0]), "filtered", spread([0.01, 0.01]), lower_is_better=False)
     assert c.separated and c.welch_t is None
+    assert c.permutation_p == pytest.approx(2 / 6)
     assert "higher (better)" in c.reading
+
+
+def test_many_seeds_use_a_seeded_sample_of_splits(monkeypatch):
+    import phi1.ablation.stats as st
+
+    monkeypatch.setattr(st, "PERMUTATIONS", 50)  # C(8,4) = 70 > 50: sampled, reproducibly
+    a, b = spread([3.0, 3.1, 3.2, 3.3]), spread([2.0, 2.1, 2.2, 2.3])
+    p1, p2 = st.permutation_p(a, b), st.permutation_p(a, b)
+    assert p1 == p2 and 0 <= p1 <= 0.2

@@ -12,7 +12,7 @@ HELP = ("the paper's Figure 2.1 in miniature: the same model at the same token b
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("ablation", help=HELP, description=HELP + ". Shared stages run once and are linked into "
                        "every run; re-running resumes or does nothing. Results: <run.root>/<run.name>/ablation.json "
-                       "and ablation.html.", epilog="docs: docs/ablation.md")
+                       "and ablation.html.")
     p.add_argument("config", help="run config with an [ablation] section, e.g. configs/ablation.toml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set ablation.seeds=[0,1] --set pretrain.max_steps=50")

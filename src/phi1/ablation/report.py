@@ -20,10 +20,21 @@ from phi1.errors import InputError
 SUMMARY_FILE = "ablation.json"
 REPORT_FILE = "ablation.html"
 
-PAPER_LINE = ("The paper (Figure 2.1, 350M parameters, ~26B tokens seen): HumanEval pass@1 12.19% after training on "
-              "unfiltered Stack+ vs 17.68% on the filtered CodeTextbook, 29% adding synthetic textbooks; phi-1 "
-              "(1.3B, finetuned on CodeExercises) 50.6%. This ablation asks the same question of a model about "
-              "a hundred times smaller, on the Python standard library.")
+def paper_line() -> str:
+    """The paper's figures this ablation mirrors (from the report's one table of them)."""
+    from phi1.report.paper import FIGURES
+
+    def pct(key: str) -> str:
+        return f"{FIGURES[key].value:g}%"
+
+    return (f"The paper (§2.1, Figure 2.1): a 350M model reaches HumanEval pass@1 {pct('ablation_stack_350m')} on "
+            f"unfiltered Stack+ (96k steps, ~200B tokens), {pct('ablation_filtered_350m')} on the filtered subset "
+            f"(36k steps), {pct('ablation_codetextbook_350m')} on filtered + synthetic textbooks; phi-1-base (1.3B) "
+            f"{pct('humaneval_phi1_base')}, phi-1 after CodeExercises finetuning {pct('humaneval_phi1')}. This "
+            "ablation asks the same question of a model about a hundred times smaller, on the Python standard "
+            "library.")
+
+
 COLORS = ("#d1495b", "#2f6db5", "#2e9e5b", "#7a4fb5")
 
 
@@ -48,7 +59,12 @@ def _spreads(arm: dict[str, Any]) -> dict[str, Spread]:
 
 
 def _metrics(data: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    return [(k, m.get("label", k), bool(m.get("lower_is_better"))) for k, m in (data.get("metrics") or {}).items()]
+    """(key, label, lower is better) of each metric, in the summary's order."""
+    return [(m["key"], m.get("label", m["key"]), bool(m.get("lower_is_better"))) for m in data.get("metrics") or []]
+
+
+def _count(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else str(n)
 
 
 def ablation_chart(data: dict[str, Any]) -> str:
@@ -75,7 +91,7 @@ def ablation_chart(data: dict[str, Any]) -> str:
                             fontsize=8)
             ax.set_xticks(range(len(arms)), [name for name, _ in arms])
             ax.set_xlim(-0.5, len(arms) - 0.2)
-            ax.set_title(label + (" (lower is better)" if low else " (higher is better)"), fontsize=9)
+            ax.set_title(label + ("\n(lower is better)" if low else "\n(higher is better)"), fontsize=9)
         return charts.to_img(fig, "ablation: each seed (dots) and the mean ± std over seeds (diamonds), per arm")
 
     return draw()
@@ -87,12 +103,12 @@ def ablation_section(data: dict[str, Any]) -> Any:
 
     sec = Section(key="ablation", title="Ablation: filtered vs unfiltered data at equal tokens (Figure 2.1 in "
                   "miniature)", nav="ablation")
-    sec.paper.append(PAPER_LINE)
+    sec.paper.append(paper_line())
     s = data.get("setup") or {}
     seeds = ", ".join(map(str, data.get("seeds") or []))
     sec.add(paragraph(
         f"Each arm pretrains the same model ({s.get('model')}) for the same {s.get('pretrain_steps')} steps "
-        f"({s.get('pretrain_tokens')} tokens seen) from its own corpus, then finetunes {s.get('finetune_steps')} steps "
+        f"({_count(s.get('pretrain_tokens'))} tokens seen) from its own corpus, then finetunes {s.get('finetune_steps')} steps "
         f"on the same exercises ({s.get('exercises')}); once per training seed ({seeds}). The unfiltered arm samples "
         f"its corpus at rate {data.get('unfiltered_rate')} ({data.get('unfiltered_rate_source')}), so both corpora "
         "hold about the same tokens."))

@@ -82,7 +82,7 @@ class AblationSummary:
             "stages": {"shared (base/)": list(self.split.shared), "per arm": list(self.split.arm),
                        "per arm and seed": list(self.split.seeded)},
             "setup": self.setup, "skipped_arms": self.skipped,
-            "metrics": {k: {"label": label, "lower_is_better": low} for k, label, low in METRICS},
+            "metrics": [{"key": k, "label": label, "lower_is_better": low} for k, label, low in METRICS],
             "arms": [{"name": a.name, "label": a.label, "mixture": a.mixture, "corpus_tokens": a.corpus_tokens,
                       "corpus_documents": a.corpus_documents,
                       "stats": {k: s.as_dict() for k, s in a.stats.items()}} for a in self.arms],

@@ -1,13 +1,18 @@
 """The spread across seeds, and whether a difference between arms exceeds it.
 
-With three seeds an arm's standard deviation is itself rough; the reading
-therefore rests on the plainest test there is — do the arms' seed ranges
-overlap? — and gives Welch's t-test beside it for those who want a number.
+With three seeds an arm's standard deviation is itself rough, so the reading
+rests on tests that assume nothing about it: do the arms' seed ranges overlap,
+and how often would a split of the pooled seeds differ as much by chance (an
+exact permutation test)? With 3 seeds per arm even complete separation has
+p = 0.1 — suggestive, never established; 4 per arm can reach p < 0.05.
+Welch's t-test is given beside them.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
@@ -58,6 +63,7 @@ class Comparison:
     separated: bool  # the seed ranges do not overlap
     welch_t: float | None
     welch_p: float | None  # two-sided
+    permutation_p: float | None  # two-sided, exact (sampled beyond PERMUTATIONS splits)
     reading: str
 
     def as_dict(self) -> dict[str, Any]:
@@ -80,16 +86,45 @@ def welch(a: Spread, b: Spread) -> tuple[float | None, float | None]:
     return t, float(2 * st.t.sf(abs(t), df))
 
 
+PERMUTATIONS = 200_000
+ALPHA = 0.05
+
+
+def permutation_p(a: Spread, b: Spread) -> float | None:
+    """Two-sided permutation test of mean(b) - mean(a): the share of all ways to
+    split the pooled values into groups of a.n and b.n whose difference of means
+    is at least as large (exact up to PERMUTATIONS splits, else that many seeded
+    random ones). None with fewer than 2 values in an arm."""
+    if a.n < 2 or b.n < 2:
+        return None
+    pooled = a.values + b.values
+    total, nb = sum(pooled), b.n
+    observed = abs(b.mean - a.mean)
+    tol = 1e-9 * max(1.0, observed)
+
+    def extreme(chosen: tuple[int, ...]) -> bool:
+        sb = sum(pooled[i] for i in chosen)
+        return abs(sb / nb - (total - sb) / a.n) >= observed - tol
+
+    count = math.comb(len(pooled), nb)
+    if count <= PERMUTATIONS:
+        return sum(extreme(c) for c in itertools.combinations(range(len(pooled)), nb)) / count
+    rng = random.Random(0)
+    idx = list(range(len(pooled)))
+    return sum(extreme(tuple(rng.sample(idx, nb))) for _ in range(PERMUTATIONS)) / PERMUTATIONS
+
+
 def compare(metric: str, a_name: str, a: Spread, b_name: str, b: Spread, lower_is_better: bool,
             digits: int = 3) -> Comparison:
     """Whether ``b`` differs from ``a`` by more than the seeds' spread, in words."""
     diff = b.mean - a.mean
     separated = b.max < a.min or a.max < b.min
     t, p = welch(a, b)
+    perm = permutation_p(a, b)
     f = f"{{:.{digits}f}}"
     head = f"{metric}: {b_name} {b.show(digits)} vs {a_name} {a.show(digits)}"
     if diff == 0 and a.min == a.max == b.min == b.max:
-        return Comparison(metric, a_name, b_name, 0.0, False, t, p,
+        return Comparison(metric, a_name, b_name, 0.0, False, t, p, perm,
                           f"{head}: {f.format(a.mean)} on every seed of both arms; this metric cannot tell "
                           "them apart at this scale")
     better = (diff < 0) == lower_is_better
@@ -98,13 +133,17 @@ def compare(metric: str, a_name: str, a: Spread, b_name: str, b: Spread, lower_i
     ratio = (f", {abs(diff) / max(stds):.1f}x the larger seed standard deviation" if stds and max(stds) > 0
              else "")
     ptxt = f"; Welch t = {t:.2f}, p = {p:.3g}" if t is not None and p is not None else ""
-    if min(a.n, b.n) < 2:
-        verdict = "one seed per arm shows no spread: no reading either way"
+    if perm is None:
+        verdict = "one seed in an arm shows no spread: no reading either way"
+    elif separated and perm <= ALPHA:
+        verdict = (f"the seed ranges do not overlap (permutation p = {perm:.3g}): the difference exceeds the seed "
+                   "spread at this scale")
     elif separated:
-        verdict = ("the seed ranges do not overlap: the difference exceeds the seed spread at this scale"
-                   + (f" (with {min(a.n, b.n)} seeds per arm)" if min(a.n, b.n) < 5 else ""))
+        verdict = (f"the seed ranges do not overlap, but with {a.n} and {b.n} seeds that happens by chance with "
+                   f"probability {perm:.2g} (exact permutation test): suggestive, not established; more seeds "
+                   "would tell")
     else:
-        verdict = ("the seed ranges overlap: at this scale the difference is within the seed spread, "
-                   "evidence of neither")
-    return Comparison(metric, a_name, b_name, diff, separated, t, p,
+        verdict = (f"the seed ranges overlap (permutation p = {perm:.2g}): at this scale the difference is within "
+                   "the seed spread, evidence of neither")
+    return Comparison(metric, a_name, b_name, diff, separated, t, p, perm,
                       f"{head}: {b_name} {word} by {f.format(abs(diff))}{ratio}{ptxt}; {verdict}")
