@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from phi1.config import PipelineConfig
-from phi1.dataflow import Graph, external_fingerprint
+from phi1.dataflow import Graph, dataset_ref, external_fingerprint
 from phi1.errors import Phi1Error, SkipStage
 from phi1.files import write_atomic, write_json_atomic
 from phi1.manifest import MANIFEST, library_versions, read_manifest
@@ -405,7 +405,7 @@ class Pipeline:
             "inputs": attempt["inputs"],
             "datasets": {key: [{"ref": d.ref, "kind": d.kind, "weight": d.weight, "run_id": d.run_id}
                                for d in ds] for key, ds in self.graph.datasets(spec.name, rd.path).items()},
-            "outputs": {(o.name or spec.name): {"kind": o.kind, "path": o.path} for o in spec.outputs(self.config)},
+            "outputs": {dataset_ref(spec.name, o): {"kind": o.kind, "path": o.path} for o in spec.outputs(self.config)},
             "counts": result.counts,
             "metrics": result.metrics,
             "summary": result.summary,
