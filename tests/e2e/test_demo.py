@@ -59,6 +59,7 @@ def _phi1(tmp_path, *extra, timeout=900, audit: Path | None = None):
     if audit is not None:  # the same command, every file opened under the run dir recorded per stage
         args[0:1] = [sys.executable, str(AUDIT / "phi1_audited.py")]
         env.update(PHI1_AUDIT_FILE=str(audit), PHI1_AUDIT_RUN=str((tmp_path / "e2e").resolve()),
+                   PHI1_AUDIT_STAGE_FILE=str(audit.with_suffix(".stage")),
                    PYTHONPATH=os.pathsep.join([str(AUDIT), env.get("PYTHONPATH", "")]))
     return subprocess.run(args + list(extra), cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
 

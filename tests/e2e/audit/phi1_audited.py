@@ -1,5 +1,5 @@
-"""`phi1` with each stage's name in PHI1_AUDIT_STAGE while it runs (for the
-file-access audit in sitecustomize.py). Usage: python phi1_audited.py ARGS..."""
+"""`phi1` with each stage's name in the file PHI1_AUDIT_STAGE_FILE while it runs
+(for the file-access audit in sitecustomize.py). Usage: python phi1_audited.py ARGS..."""
 
 import os
 import sys
@@ -10,12 +10,17 @@ from phi1.cli import main
 _run_stage = pipeline.Pipeline.run_stage
 
 
+def _say_stage(name: str) -> None:
+    with open(os.environ["PHI1_AUDIT_STAGE_FILE"], "w") as fh:
+        fh.write(name)
+
+
 def run_stage(self, spec, *args, **kwargs):
-    os.environ["PHI1_AUDIT_STAGE"] = spec.name
+    _say_stage(spec.name)
     try:
         return _run_stage(self, spec, *args, **kwargs)
     finally:
-        os.environ.pop("PHI1_AUDIT_STAGE", None)
+        _say_stage("")
 
 
 pipeline.Pipeline.run_stage = run_stage
