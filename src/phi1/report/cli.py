@@ -13,7 +13,8 @@ HELP = "write RUN_DIR/report.html: plots and tables of every stage that ran, bes
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("report", help=HELP, description=HELP + ". One self-contained HTML file (plots embedded, "
                        "nothing fetched); each section names the files its numbers came from.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder: <run.root>/<run.name>, e.g. runs/demo")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder: <run.root>/<run.name>, e.g. runs/demo "
+                   "(or an ablation folder: writes its ablation.html)")
     p.add_argument("--out", help="where to write the HTML (default RUN_DIR/report.html)")
     p.add_argument("--screenshot", metavar="PNG",
                    help="also open the report in headless Chromium and save a screenshot of its top "
@@ -28,6 +29,17 @@ def run_command(args: argparse.Namespace) -> int:
     from phi1.report.build import REPORT_FILE, render_report
 
     t0 = time.time()
+    if (Path(args.run_dir) / "ablation.json").is_file() and not args.screenshot:
+        # an ablation folder (`phi1 ablation`): its runs each have their own report.html
+        from phi1.ablation.report import write_ablation_report
+
+        out = write_ablation_report(args.run_dir)
+        if args.out:
+            write_atomic(args.out, Path(out).read_bytes())
+            out = Path(args.out)
+        print(f"report: ablation summary in {time.time() - t0:.1f}s -> {out} (each run's own report.html is "
+              f"in its folder)")
+        return 0
     report = render_report(args.run_dir)
     path = Path(args.out) if args.out else report.run_dir / REPORT_FILE
     write_atomic(path, report.html)

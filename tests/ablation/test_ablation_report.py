@@ -63,3 +63,12 @@ def test_page_renders_in_headless_chromium(tmp_path):
     seen = check_report(write_ablation_report(tmp_path), width=1200, height=900)
     assert seen.console_errors == [] and seen.requests == []
     assert len(seen.images) == 1 and seen.images[0]["width"] > 0 and not seen.images[0]["error"]
+
+
+def test_phi1_report_on_an_ablation_folder_writes_its_page(tmp_path, capsys):
+    from phi1.cli import main
+
+    (tmp_path / "ablation.json").write_text(json.dumps(_summary()))
+    assert main(["report", str(tmp_path)]) == 0
+    assert f"-> {tmp_path / 'ablation.html'}" in capsys.readouterr().out
+    assert (tmp_path / "ablation.html").read_text().count("<table") == 1
