@@ -65,3 +65,22 @@ def test_bad_presets_are_one_line_errors():
     with pytest.raises(Phi1Error, match="not divisible"):
         resolve_shape(ModelConfig(preset="nano", n_head=3))
     assert set(PRESETS) == {"phi-1", "phi-1-small", "tiny", "nano"}
+
+
+def test_fused_gelu_is_the_same_function():
+    import torch
+    from transformers import PhiConfig, PhiForCausalLM
+
+    from phi1.model.presets import fuse_activations
+
+    torch.manual_seed(0)
+    cfg = PhiConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    max_position_embeddings=64)
+    model = PhiForCausalLM(cfg).eval()
+    x = torch.randint(0, 128, (2, 24))
+    with torch.no_grad():
+        before = model(input_ids=x).logits
+        assert fuse_activations(model) == 2 and fuse_activations(model) == 0
+        after = model(input_ids=x).logits
+    assert model.config.hidden_act == "gelu_new"  # checkpoints and exports keep the paper's activation
+    assert torch.allclose(before, after, atol=1e-5), (before - after).abs().max()

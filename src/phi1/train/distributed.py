@@ -151,6 +151,9 @@ def parallelize(model: torch.nn.Module, env: DistEnv, cfg: Any, param_dtype: tor
     ``param_dtype`` (FSDP only): the dtype weights are gathered and computed
     in (bf16 mixed precision without autocast); gradients are reduced in fp32.
     """
+    from phi1.model.presets import fuse_activations
+
+    fuse_activations(model)  # the same GELU as one kernel (training only; checkpoints keep gelu_new)
     if cfg.activation_checkpointing:
         # Non-reentrant checkpointing of each decoder layer (transformers'
         # GradientCheckpointingLayer); it composes with DDP, FSDP2 and compile.
