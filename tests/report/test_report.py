@@ -186,6 +186,22 @@ def test_a_stage_without_a_builder_gets_the_generic_section(run_dir):
     assert s["sources"] == "Source: ablate/manifest.json" and not s["paper"]
 
 
+def test_synth_without_an_endpoint_shows_its_plan_not_a_problem(run_dir):
+    """Offline, synth writes prompts and coverage but no records: the section
+    shows the coverage and the cost estimate, and names no problem."""
+    def offline(m):
+        m["metrics"] = {
+            "exercises": {"requested_coverage": {"concept": {"covered": 251, "total": 400, "share": 0.6275},
+                                                 "seeds": 400}},
+            "textbooks": {"requested_coverage": {"concept": {"covered": 158, "total": 444, "share": 0.356}}},
+            "estimate": {"requests": 600, "model": "gpt-4o-mini", "live_usd": 0.27, "batch_usd": 0.13},
+            "prompts": {"prompts": ["prompts/exercises.jsonl.gz"], "batch": ["batch/requests-exercises-0000.jsonl"]}}
+    edit_manifest(run_dir, "synth", offline)
+    s = report(run_dir).sections["stage-synth"]
+    assert not s["problems"], s["problems"]
+    assert "251" in s["text"] and "400" in s["text"] and "0.27" in s["text"] and "batch/requests" in s["text"]
+
+
 # --------------------------------------------------------------------------- broken inputs cost one section
 
 

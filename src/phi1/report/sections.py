@@ -348,6 +348,24 @@ def synth(f: StageFiles, sec: Section) -> None:
     sec.add(summary_block(f))
     m = f.table("metrics")
     kinds = [k for k, v in m.items() if isinstance(v, dict) and "asked" in v and "dropped" in v]
+    planned = [k for k, v in m.items() if isinstance(v, dict) and isinstance(v.get("requested_coverage"), dict)]
+    if not kinds and planned:
+        # no endpoint: the stage wrote prompts (and batch files) and the seed coverage, no records
+        rows = []
+        for kind in planned:
+            for name, c in m[kind]["requested_coverage"].items():
+                if isinstance(c, dict) and as_number(c.get("covered")) is not None:
+                    rows.append((kind, name, fmt(c.get("covered")), fmt(c.get("total")), fmt(c.get("share"))))
+        sec.add(table(("kind", "seed dimension", "covered", "of", "share"), rows,
+                      caption="seed coverage of the prompts written (no endpoint: no records generated)"))
+        est = f.table("metrics", "estimate")
+        files = f.table("metrics", "prompts")
+        sec.add(key_values([("requests", est.get("requests")), ("model priced", est.get("model")),
+                            ("estimated cost (USD, live / batch)",
+                             f"{fmt(est.get('live_usd'))} / {fmt(est.get('batch_usd'))}" if est else None),
+                            ("prompt files", ", ".join(files.get("prompts") or []) or None),
+                            ("Batch API files", ", ".join(files.get("batch") or []) or None)]))
+        return
     if not kinds:
         f.note("the manifest has no per-kind synth metrics (asked / dropped / coverage)")
         sec.add(counts_table(f))
