@@ -45,6 +45,7 @@ bench: setup
 	$(PY) bench/filter_throughput.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/execute_throughput.py
+	$(PY) bench/decontam_throughput.py
 
 docs: setup
 	$(VENV)/bin/phi1 config --reference
