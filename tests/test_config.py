@@ -105,3 +105,60 @@ def test_cli_rejects_bogus_key_fast_with_nonzero_exit():
     assert "bogus_key" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert elapsed < 10  # generous for a loaded CI box; the budget is 2 s on an idle one
+
+
+# --------------------------------------------------------------------------- hostile values (input red team)
+
+
+@pytest.mark.parametrize("override, message", [
+    # non-finite numbers pass `gt=0` and friends: refused wherever a float is taken
+    ("pretrain.lr=inf", "--set pretrain.lr: pretrain.lr = inf: must be a finite number"),
+    ("classifier.threshold=nan", "--set classifier.threshold: classifier.threshold = nan: must be a finite number"),
+    ("tokenize.inputs={filter=inf}", "--set tokenize.inputs: tokenize.inputs.filter = inf: must be a finite number"),
+    # an integer no library takes
+    ("pretrain.max_steps=99999999999999999999999", "must fit in 64 bits"),
+    ("run.seed=4294967296", "run.seed = 4294967296 is out of range: must be <= 4294967295"),
+    # a NUL in a string ends up in a path: one line, not `ValueError: embedded null byte`
+    (r'run.name="a\u0000b"', "--set run.name: run.name = 'a\\x00b' contains a NUL character"),
+    (r'ingest.sources=[{kind="jsonl", path="x\u0000"}]', "ingest.sources[0].path = 'x\\x00' contains a NUL"),
+    # run names that are not one plain folder
+    (r"run.name=a\b", "plain folder name"),
+    ('run.name=" "', "plain folder name"),
+    (r'run.name="x\ty"', "plain folder name"),
+    # a value that starts like a TOML list/string/table must be one (not silently the string "[1,")
+    ("pretrain.lr=[1,", "--set pretrain.lr: '[1,' is not a valid TOML value"),
+    ('run.name="try1', "--set run.name: '\"try1' is not a valid TOML value"),
+    ('tokenize.inputs."synth.textbooks=1', "--set: bad key"),
+])
+def test_hostile_values_are_one_line_naming_the_override(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(REPO / "configs/demo.toml", [override])
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_an_error_names_the_file_only_when_the_file_holds_the_bad_value(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[pretrain]\nlr = inf\n")
+    with pytest.raises(ConfigError, match=r"^.*c.toml: pretrain.lr = inf: must be a finite number$"):
+        load_config(p, ["run.name=x"])  # a valid override does not take the blame
+    p.write_text("[pretrain]\nlr = 0.1\n")
+    with pytest.raises(ConfigError, match=r"^--set pretrain.lr: "):
+        load_config(p, ["run.name=x", "pretrain.lr=-1"])
+
+
+def test_quoted_key_parts_keep_their_dots():
+    cfg = load_config(REPO / "configs/demo.toml", ['tokenize.inputs."synth.textbooks"=2.5'])
+    assert cfg.tokenize.inputs["synth.textbooks"] == 2.5
+
+
+def test_a_byte_order_mark_is_not_a_syntax_error(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_bytes(b"\xef\xbb\xbf[run]\r\nname = \"bom\"\r\n")
+    assert load_config(p).run.name == "bom"
+
+
+def test_run_root_with_a_tilde_is_the_home_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(REPO / "configs/demo.toml", ["run.root=~/runs", "run.name=x"])
+    assert cfg.run_dir == tmp_path / "runs" / "x"

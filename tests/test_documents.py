@@ -39,3 +39,52 @@ def test_imported_labels_error_names_the_real_line(tmp_path):
     p.write_text('{"id": "a", "score": 3}\n\n{"id": "a", "score": 4}\n')
     with pytest.raises(InputError, match=r"labels\.jsonl:3: duplicate id 'a' \(first on line 1\)"):
         imported_labels(p, {"a"})
+
+
+# --------------------------------------------------------------------------- hostile files (input red team)
+
+
+@pytest.mark.parametrize("data, words", [
+    (b'{"a": 1}\n\xff\xfe garbage\n', ["x.jsonl:2", "not UTF-8"]),
+    (b'{"a": 1}\n{"a": ' + b"[" * 100_000 + b"\n", ["x.jsonl:2"]),
+])
+def test_undecodable_lines_are_one_line_errors(tmp_path, data, words):
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(data)
+    with pytest.raises(InputError) as e:
+        list(read_jsonl(p))
+    assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_a_byte_order_mark_and_crlf_are_read(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b'\xef\xbb\xbf{"a": 1}\r\n{"a": 2}\r\n')
+    assert list(read_jsonl(p)) == [{"a": 1}, {"a": 2}]
+
+
+def test_a_huge_line_is_refused_without_reading_it_whole(tmp_path, monkeypatch):
+    import phi1.documents as documents
+
+    monkeypatch.setattr(documents, "MAX_LINE_BYTES", 1000)
+    p = tmp_path / "x.jsonl"
+    p.write_bytes(b'{"a": 1}\n{"a": "' + b"x" * 5000 + b'"}\n')
+    with pytest.raises(InputError, match="x.jsonl:2: line longer than"):
+        list(read_jsonl(p))
+
+
+def test_a_truncated_gz_is_an_error_naming_the_file(tmp_path):
+    p = tmp_path / "x.jsonl.gz"
+    write_jsonl(p, [{"a": i, "pad": "y" * 200} for i in range(2000)])
+    p.write_bytes(p.read_bytes()[:3000])
+    with pytest.raises(InputError, match="x.jsonl.gz:.*cannot read"):
+        list(read_jsonl(p))
+
+
+def test_a_shard_line_that_is_not_a_document_is_one_line(tmp_path):
+    from phi1.documents import read_documents
+
+    p = tmp_path / "docs" / "0.jsonl"
+    p.parent.mkdir()
+    p.write_text('{"id": "a", "text": "x"}\n[1, 2]\n')
+    with pytest.raises(InputError, match=r"0.jsonl:2: not a document record"):
+        list(read_documents(p.parent))

@@ -18,7 +18,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import copy
 import json
+import math
 import sys
 import types
 import typing
@@ -85,7 +87,8 @@ class PipelineConfig:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.run.root) / self.run.name
+        # "~/runs" is the user's home, never a folder named "~" in the current one
+        return Path(self.run.root).expanduser() / self.run.name
 
     def section(self, name: str) -> Any:
         if name in self.plugins:
@@ -141,9 +144,11 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(f"config path is a directory, not a TOML file: {p}")
         try:
             raw = p.read_bytes()
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-8-sig")  # a byte order mark (Windows editors) is not a syntax error
         except UnicodeDecodeError:
             raise ConfigError(f"{p} is not a config: not UTF-8 text (expected a TOML file)") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -151,17 +156,41 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         if not data:
             raise ConfigError(f"{p} is not a config: it defines no sections")
     plugins = _plugin_sections(stages)
+    base = copy.deepcopy(data)
     for item in overrides:
         _apply_override(data, item, plugins)
     try:
-        plugin_data = {name: data.pop(name) for name in list(data) if name in plugins}
-        _check_moved(data)
-        cfg = from_dict(PipelineConfig, data, where="", extra=plugins)
-        cfg.plugins = {name: from_dict(cls, plugin_data.get(name, {}), where=name) for name, cls in plugins.items()}
+        cfg = _build(data, plugins)
     except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(f"{_blame(base, overrides, plugins) or source}: {e}") from None
     cfg.source = source
     return cfg
+
+
+def _build(data: dict[str, Any], plugins: dict[str, Any]) -> PipelineConfig:
+    data = dict(data)
+    plugin_data = {name: data.pop(name) for name in list(data) if name in plugins}
+    _check_moved(data)
+    cfg = from_dict(PipelineConfig, data, where="", extra=plugins)
+    cfg.plugins = {name: from_dict(cls, plugin_data.get(name, {}), where=name) for name, cls in plugins.items()}
+    return cfg
+
+
+def _blame(base: dict[str, Any], overrides: list[str] | tuple[str, ...], plugins: dict[str, Any]) -> str:
+    """Which ``--set`` made a valid file invalid ("" = the file itself is invalid):
+    the error line then names the override, not a file that holds no such value."""
+    data = copy.deepcopy(base)
+    try:
+        _build(data, plugins)
+    except ConfigError:
+        return ""
+    for item in overrides:
+        _apply_override(data, item, plugins)
+        try:
+            _build(data, plugins)
+        except ConfigError:
+            return f"--set {item.partition('=')[0].strip()}"
+    return ""
 
 
 # Keys that moved: a config that still sets them gets told where they went.
@@ -183,9 +212,7 @@ def _apply_override(data: dict[str, Any], item: str, plugins: dict[str, Any] | N
         raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
     key, _, raw = item.partition("=")
     key = key.strip()
-    parts = key.split(".")
-    if not key or any(not p for p in parts):
-        raise ConfigError(f"--set: bad key {key!r}")
+    parts = _split_key(key)
     # Validate the path against the schema so a typo is caught with a suggestion.
     cls: Any = PipelineConfig
     if key in MOVED:
@@ -202,7 +229,7 @@ def _apply_override(data: dict[str, Any], item: str, plugins: dict[str, Any] | N
             if get_origin(cls) is dict:
                 break
             raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
-    value = _parse_override_value(raw.strip())
+    value = _parse_override_value(raw.strip(), key)
     node = data
     for part in parts[:-1]:
         nxt = node.setdefault(part, {})
@@ -212,11 +239,33 @@ def _apply_override(data: dict[str, Any], item: str, plugins: dict[str, Any] | N
     node[parts[-1]] = value
 
 
-def _parse_override_value(raw: str) -> Any:
-    """Parse VALUE as a TOML value; bare words are strings (``--set run.name=try1``)."""
+def _split_key(key: str) -> list[str]:
+    """A dotted TOML key as its parts; quoted parts keep their dots
+    (``tokenize.inputs."synth.textbooks"`` is three parts)."""
+    if not key:
+        raise ConfigError("--set: bad key ''")
+    try:
+        node: Any = tomllib.loads(f"{key} = 0")
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(f"--set: bad key {key!r} (parts are names joined by dots; quote a part "
+                          f"that holds a dot: tokenize.inputs.\"synth.textbooks\"=1)") from None
+    parts = []
+    while isinstance(node, dict):
+        (name, node), = node.items()
+        parts.append(name)
+    return parts
+
+
+def _parse_override_value(raw: str, key: str = "") -> Any:
+    """Parse VALUE as a TOML value; bare words are strings (``--set run.name=try1``).
+    A value that starts like a TOML string, list or table must be one: a
+    malformed ``[1, 2`` is an error, not the string "[1, 2"."""
     try:
         return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as e:
+        if raw[:1] in ("[", "{", '"', "'"):
+            why = str(e).split(" (at line")[0]
+            raise ConfigError(f"--set {key}: {raw!r} is not a valid TOML value ({why})") from None
         return raw
 
 
@@ -332,16 +381,25 @@ def _coerce(tp: Any, value: Any, dotted: str) -> Any:
             return value
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT_LIMIT <= value < INT_LIMIT:
+                raise ConfigError(f"{dotted} = {value} is too large: an integer option must fit in 64 bits")
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{dotted} = {value!r}: must be a finite number")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
+            if "\x00" in value:
+                raise ConfigError(f"{dotted} = {value!r} contains a NUL character")
             return value
     else:  # pragma: no cover - schema error, not user error
         raise ConfigError(f"{dotted}: unsupported field type {tp}")
     raise ConfigError(f"{dotted} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+
+
+INT_LIMIT = 2**63  # what torch, numpy and the manifests' JSON readers take
 
 
 def to_dict(obj: Any, identity_only: bool = False) -> Any:

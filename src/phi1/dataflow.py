@@ -160,11 +160,35 @@ class Graph:
         while remaining:
             ready = sorted((n for n, ups in remaining.items() if not ups & remaining.keys()), key=index.get)
             if not ready:
-                cycle = " -> ".join(sorted(remaining, key=index.get))
-                raise ConfigError(f"the stages' inputs form a cycle among: {cycle}; check their inputs keys")
+                raise ConfigError(f"the stages' inputs form a cycle: {self._cycle(plans, remaining)}; "
+                                  f"change one of these keys")
             order.append(ready[0])
             del remaining[ready[0]]
         return order
+
+    @staticmethod
+    def _cycle(plans: dict[str, Plan], remaining: dict[str, set[str]]) -> str:
+        """One cycle among ``remaining`` as the keys that make it
+        (``mine.inputs reads synth.textbooks; synth.dedup_against reads mine``)."""
+        start = min(remaining)
+        path = [start]
+        while True:  # every stage left has an upstream left: walking back must close a loop
+            up = sorted(u for u in remaining[path[-1]] if u in remaining)[0]
+            if up in path:
+                loop = path[path.index(up):] + [up]
+                break
+            path.append(up)
+        reads = []
+        for consumer, producer in zip(loop, loop[1:]):
+            for key, edges in plans[consumer].edges.items():
+                for e in edges:
+                    if e.stage == producer:
+                        reads.append(f"{plans[consumer].spec.section_name}.{key} reads {e.ref}")
+                        break
+                else:
+                    continue
+                break
+        return "; ".join(reversed(reads))
 
     # ------------------------------------------------------------------ using
 

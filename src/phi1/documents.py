@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -24,6 +25,7 @@ from phi1.files import write_jsonl_atomic
 
 DOCS_DIR = "docs"
 SHARD_SUFFIXES = (".jsonl.gz", ".jsonl", ".parquet")
+MAX_LINE_BYTES = 256 << 20  # one JSONL record; a document is at most ingest.max_bytes
 
 
 @dataclass
@@ -64,16 +66,11 @@ def read_shard(path: Path) -> Iterator[Doc]:
             meta = row.get("metadata") or {k: v for k, v in row.items() if k not in ("id", "text", "media")}
             yield Doc(str(row["id"]), row["text"], dict(meta))
         return
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                yield Doc(str(rec["id"]), rec["text"], rec.get("metadata") or {})
-            except (json.JSONDecodeError, KeyError) as e:
-                raise InputError(f"{path}:{lineno}: not a document record ({e})") from None
+    for lineno, rec in read_jsonl_numbered(path):
+        if not (isinstance(rec, dict) and isinstance(rec.get("text"), str) and rec.get("id") is not None):
+            raise InputError(f"{path}:{lineno}: not a document record (a JSON object with string 'text' and 'id')")
+        meta = rec.get("metadata")
+        yield Doc(str(rec["id"]), rec["text"], meta if isinstance(meta, dict) else {})
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> int:
@@ -108,16 +105,39 @@ def read_jsonl_numbered(path: str | Path) -> Iterator[tuple[int, Any]]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"file not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a JSONL file")
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            yield lineno, rec
+    lineno = 0
+    try:
+        with opener(path, "rb") as f:
+            while True:
+                # bounded: a multi-GB "line" (a file that is not JSONL) is an error, not an out-of-memory
+                raw = f.readline(MAX_LINE_BYTES + 1)
+                if not raw:
+                    return
+                lineno += 1
+                if len(raw) > MAX_LINE_BYTES:
+                    raise InputError(f"{path}:{lineno}: line longer than {MAX_LINE_BYTES >> 20} MiB: "
+                                     "not a JSONL record")
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte order mark
+                    raw = raw[3:]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise InputError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                except RecursionError:
+                    raise InputError(f"{path}:{lineno}: JSON nested too deeply") from None
+                yield lineno, rec
+    except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt .gz, unreadable file
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise InputError(f"{path}:{lineno + 1}: cannot read ({why})") from None
 
 
 def read_jsonl(path: str | Path) -> Iterator[Any]:

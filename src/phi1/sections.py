@@ -58,15 +58,18 @@ class RunConfig:
 
     root: str = option("runs", doc="directory holding runs", execution=True)
     name: str = option("demo", doc="run name (a folder under root)", execution=True)
-    seed: int = option(0, ge=0, doc="global seed; stages derive theirs from it")
+    seed: int = option(0, ge=0, le=2**32 - 1, doc="global seed; stages derive theirs from it "
+                       "(at most 2**32 - 1: scikit-learn's and numpy's limit)")
     validation_fraction: float = option(
         0.01, ge=0, lt=1, doc="source documents held out for validation by every stage that splits "
         "(tokenize, mine, synth): one rule, so no validation document is in any training split")
     report: bool = option(True, doc="write <run>/report.html at the end of `phi1 run`", execution=True)
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name or self.name in {".", ".."}:
-            raise ValueError(f"name must be a plain folder name, got {self.name!r}")
+        if (not self.name or "/" in self.name or "\\" in self.name or self.name in {".", ".."}
+                or self.name != self.name.strip() or not self.name.isprintable()):
+            raise ValueError(f"name must be a plain folder name (no slashes, no control characters, no "
+                             f"leading or trailing spaces), got {self.name!r}")
 
 
 @dataclass

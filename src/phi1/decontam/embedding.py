@@ -116,4 +116,6 @@ def embed_texts(embedder: Any, texts: Sequence[str]) -> np.ndarray:
     """Unit-length vectors of texts (empty input -> an empty (0, dim) array)."""
     if not texts:
         return np.zeros((0, embedder.dim), dtype=np.float32)
-    return normalize_rows(embedder.embed(list(texts)))
+    # A lone surrogate (valid in JSON, e.g. in a problem's text) is not text a tokenizer takes.
+    clean = [t if t.isascii() else t.encode("utf-8", "replace").decode("utf-8") for t in texts]
+    return normalize_rows(embedder.embed(clean))

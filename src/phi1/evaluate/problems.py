@@ -204,6 +204,10 @@ def mbpp_problem(rec: Any, path: Path | str = "<mbpp>", lineno: int = 0) -> Prob
         raise InputError(f"{where}: 'test_setup_code' must be a string, got {type(setup).__name__}")
     code = _lf(rec["code"])
     tests = [_lf(t).strip() for t in tests]
+    try:
+        ast.parse(_lf(setup))
+    except SyntaxError as e:
+        raise InputError(f"{where}: 'test_setup_code' is not Python ({e.msg}): {setup[:80]!r}") from None
     for i, t in enumerate(tests):
         try:
             ast.parse(t)
@@ -248,7 +252,8 @@ def _mbpp_entry_point(code: str, tests: list[str], where: str) -> str:
         defined = [n.name for n in ast.parse(code).body
                    if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
     except SyntaxError as e:
-        raise InputError(f"{where}: 'code' is not Python ({e.msg} at line {e.lineno})") from None
+        raise InputError(f"{where}: 'code' is not Python ({e.msg}"
+                         + (f" at line {e.lineno})" if e.lineno else ")")) from None
     called: list[str] = []
     for t in tests:
         for node in ast.walk(ast.parse(t)):
