@@ -69,3 +69,20 @@ def test_stages_marks_config_skipped_stage(tmp_path, capsys):
     out = capsys.readouterr().out
     grade = [x for x in out.splitlines() if x.startswith("grade")][0]
     assert "skipped" in grade and "no grader endpoint" in grade
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    # what a full disk or a read-only run folder raises from deep inside a stage: no traceback
+    import errno
+
+    import phi1.files
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(phi1.files.os, "fsync", full)
+    rc = main(["run", str(REPO / "configs/demo.toml"), "--only", "ingest", "--set", f"run.root={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1
+    assert err.startswith("error: No space left on device: ") and ".attempt.json" in err, err
+    assert len(err.splitlines()) == 1

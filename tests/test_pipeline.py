@@ -193,3 +193,53 @@ def test_config_skip_is_one_line_before_the_stage_starts(tmp_path):
     assert not (tmp_path / "t" / "maybe.partial").exists()
     outcomes, _ = run(make_cfg(tmp_path, "maybe.when=7"), stages=toy_stages.TOY_SKIP_IF)
     assert outcomes["maybe"] == "ran"
+
+
+# --------------------------------------------------------------------------- hostile run folders (input red team)
+
+
+def test_a_deleted_output_dataset_makes_its_stage_stale_not_read_half(tmp_path):
+    cfg = make_cfg(tmp_path)
+    run(cfg)
+    import shutil
+
+    shutil.rmtree(tmp_path / "t" / "count" / "items")
+    states = {s.name: (s.state, s.reason) for s in RunDirectory(cfg, toy_stages.TOY).statuses()}
+    assert states["count"] == ("stale", "its output count (items) is missing")
+    assert states["double"][0] == "stale"
+    outcomes, _ = run(cfg)
+    assert outcomes == {"count": "ran", "double": "ran"}
+    assert len(list((tmp_path / "t" / "count" / "items").glob("*.txt"))) == 5
+
+
+@pytest.mark.parametrize("edit, words", [
+    ({"failed": "lots"}, "'failed' must be an integer"),
+    ({"inputs": [1]}, "'inputs' must be an object of strings"),
+    ({"timings": {"seconds": "x"}}, "'timings' must be an object"),
+    ({"summary": "abc"}, "'summary' must be a list of strings"),
+    ({"run_id": 5}, "'run_id' must be a string"),
+])
+def test_a_hand_edited_manifest_is_one_line_naming_the_field(tmp_path, edit, words):
+    cfg = make_cfg(tmp_path)
+    run(cfg)
+    path = tmp_path / "t" / "count" / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    with pytest.raises(Phi1Error) as e:
+        run(cfg)
+    assert str(path) in str(e.value) and words in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["count", "count.partial"])
+def test_a_file_where_a_stage_folder_belongs_is_refused_and_kept(tmp_path, name):
+    cfg = make_cfg(tmp_path)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / name).write_text("mine, not phi1's")
+    with pytest.raises(Phi1Error, match=f"{name} is a file, not a stage folder"):
+        run(cfg)
+    assert (tmp_path / "t" / name).read_text() == "mine, not phi1's"
+
+
+def test_a_run_folder_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "t").write_text("x")
+    with pytest.raises(Phi1Error, match="exists and is not a folder"):
+        run(make_cfg(tmp_path))

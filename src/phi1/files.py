@@ -52,9 +52,12 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            # a full disk shows up when the file is closed, with no file name: name it
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     if durable:
         fsync_dir(path.parent)

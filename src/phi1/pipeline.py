@@ -142,6 +142,10 @@ class RunDirectory:
         for key, now in ident["inputs"].items():
             if key.startswith("external") and recorded.get(key) != now:
                 return StageStatus(spec.name, "stale", "its input files changed", m)
+        gone = [f"{ref} ({o.get('path')})" for ref, o in (m.get("outputs") or {}).items()
+                if isinstance(o, dict) and o.get("exists") and not (self.stage_dir(spec.name) / str(o.get("path"))).exists()]
+        if gone:
+            return StageStatus(spec.name, "stale", f"its output {', '.join(gone)} is missing", m)
         failed = int(m.get("failed", 0) or 0)
         if failed:
             return StageStatus(spec.name, "stale", f"{failed} failed item(s): a re-run retries exactly those", m,
@@ -161,8 +165,15 @@ class RunDirectory:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        self.path.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path / ".lock", "w")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fh = open(self.path / ".lock", "w")
+        except FileExistsError:
+            raise Phi1Error(f"run folder {self.path} exists and is not a folder (or its parent is a file): "
+                            "choose another run.root / run.name") from None
+        except OSError as e:
+            what = "write in" if self.path.is_dir() else "create"
+            raise Phi1Error(f"cannot {what} the run folder {self.path}: {e.strerror or e}") from None
         try:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -405,7 +416,9 @@ class Pipeline:
             "inputs": attempt["inputs"],
             "datasets": {key: [{"ref": d.ref, "kind": d.kind, "weight": d.weight, "run_id": d.run_id}
                                for d in ds] for key, ds in self.graph.datasets(spec.name, rd.path).items()},
-            "outputs": {dataset_ref(spec.name, o): {"kind": o.kind, "path": o.path} for o in spec.outputs(self.config)},
+            # "exists": what the stage wrote; a dataset removed later makes the stage stale (never read half)
+            "outputs": {dataset_ref(spec.name, o): {"kind": o.kind, "path": o.path, "exists": (partial / o.path).exists()}
+                        for o in spec.outputs(self.config)},
             "counts": result.counts,
             "metrics": result.metrics,
             "summary": result.summary,
