@@ -16,7 +16,7 @@ from synth_fixtures import REFERENCES, Script
 from phi1.cli import main as cli_main
 from phi1.config import load_config
 from phi1.documents import read_documents
-from phi1.errors import InputError
+from phi1.errors import InputError, Phi1Error
 from phi1.llm.batch import read_batch_output
 from phi1.manifest import read_manifest
 from phi1.pipeline import Pipeline
@@ -222,6 +222,17 @@ def test_batch_files_round_trip(tmp_path, vllm):
     assert m["counts"]["exercises_kept"] == 2 and m["counts"]["exercises_dropped_assert_failed"] == 1
     assert m["metrics"]["llm"]["sent"] == 0 and m["metrics"]["llm"]["batch"]["imported"] == 3
 
+
+
+def test_batch_output_of_another_export_is_one_line_saying_so(tmp_path):
+    # replies to other requests (another export, other counts or seeds): nothing matches
+    other = tmp_path / "other.jsonl"
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}]}
+    other.write_text(json.dumps({"custom_id": "f" * 64, "response": {"status_code": 200, "body": body}}) + "\n")
+    cfg = synth_config(tmp_path, None, f"synth.llm.batch_import=['{other}']", textbooks=0, exercises=3)
+    with pytest.raises(Phi1Error, match="none of the 3 requests has a usable reply in synth.llm.batch_import"):
+        Pipeline(cfg, echo=lambda s: None).run(only=["synth"])
+    assert not (cfg.run_dir / "synth").exists()
 
 def test_batch_files_with_a_round_of_re_asks_for_cut_replies(tmp_path):
     kinds = ["valid:0", "cut_then_fits", "valid:2"]

@@ -115,6 +115,12 @@ def run(ctx: StageContext) -> StageResult:
         asked = sum(p.count for p in plans)
         if failed == asked:
             first = next(c.first_error for cs in chunk_results.values() for c in cs if c.first_error)
+            if cfg.backend == "endpoint" and cfg.llm.batch_import and not cfg.llm.base_urls:
+                # the usual cause offline: files from another export (other seeds, counts, model or prompts)
+                raise Phi1Error(f"synth: none of the {asked} requests has a usable reply in synth.llm.batch_import "
+                                f"({', '.join(cfg.llm.batch_import)}): they answer other requests (another "
+                                f"export, or the config changed since: seeds, counts, model) or their lines "
+                                f"failed (first: {first}); export again with synth.llm.batch_export")
             raise Phi1Error(f"synth: all {asked} requests failed (first: {first}); fix the cause and re-run "
                             "(replies already received are cached)")
         for plan in plans:
