@@ -200,15 +200,16 @@ def test_bad_sandbox_kind():
         SandboxPool(workers=1, sandbox="docker")
 
 
-def test_hidden_folders_keep_python_reachable():
-    root = os.geteuid() == 0
-    hidden = sandbox_bwrap.hidden_paths(root)
-    assert "/run" in hidden or not os.path.isdir("/run")
-    args = sandbox_bwrap._mask_args(root)
-    for p in sandbox_bwrap.python_paths():  # every Python path under a hidden folder is bound back
-        if any(p == m or p.startswith(m + "/") for m in hidden):
-            assert any(args[i] == "--ro-bind" and (p == args[i + 1] or p.startswith(args[i + 1] + "/"))
-                       for i in range(len(args) - 1)), p
+def test_only_system_folders_and_python_are_visible():
+    seen = sandbox_bwrap.visible_paths()
+    for p in sandbox_bwrap.python_paths():  # the interpreter and its standard library are reachable
+        assert any(p == q or p.startswith(q.rstrip("/") + "/") or os.path.realpath(q) == p for q in seen), p
+    assert not any(q in ("/", "/home", "/root", "/run", "/var", "/work", "/sys", "/opt", "/mnt") for q in seen), seen
+    assert not any(q == "/etc" for q in seen)  # a few files of it only
+    args = sandbox_bwrap.system_view()
+    assert "--ro-bind" in args and ("/", "/") not in zip(args[1:], args[2:])
+    cwd = os.getcwd()  # the checkout (and wherever the samples are) is not among them
+    assert not any(cwd == q or cwd.startswith(q + "/") for q in seen if not q.startswith(("/usr", "/lib")))
 
 
 @needs_bwrap

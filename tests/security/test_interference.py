@@ -95,9 +95,13 @@ CASES = {
         import fcntl, os, socket
         vfd = {verdict_fd_expr()}
         s = socket.socket(fileno=os.dup(vfd))
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1)
-        fcntl.fcntl(vfd, fcntl.F_SETFL, os.O_NONBLOCK)
-        s.shutdown(socket.SHUT_RDWR)
+        for change in (lambda: s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1),  # refused by the filter
+                       lambda: s.shutdown(socket.SHUT_RDWR), lambda: s.bind("\\0phi1")):
+            try:
+                change()
+            except OSError:
+                pass
+        fcntl.fcntl(vfd, fcntl.F_SETFL, os.O_NONBLOCK)  # allowed (fcntl), found after the program
         return x * 2 + 1"""), None),
     "signals to the worker": (reporting("""
         import os, signal

@@ -12,9 +12,11 @@ Layers with bubblewrap (``sandbox="bubblewrap"``, or ``"auto"`` when it runs);
 docs/sandbox.md has the threat model and the reasons:
   * namespaces: PID (the worker is its PID 1: no signal from inside reaches it,
     and it reaps and kills whatever a program leaves), network (no network, not
-    even the host's 127.0.0.1), IPC, UTS; the host file system read-only, a
-    private size-capped tmpfs at /tmp and /dev/shm emptied after every program
-    (or the worker recycled), /run, /root and the home folder hidden;
+    even the host's 127.0.0.1), IPC, UTS; of the host's files only the system's
+    programs and libraries, a few files of /etc and the Python installation,
+    read-only (no checkout, home, /var, /work, /run sockets, /sys); a private
+    size-capped tmpfs at /tmp and /dev/shm emptied after every program (or the
+    worker recycled);
   * a default-deny system-call filter built with libseccomp after Docker's
     default profile (`seccomp_policy`), loaded by bubblewrap before Python starts;
   * as root: a fresh uid for every program from a locked range that is never
@@ -63,13 +65,13 @@ from typing import Callable, Sequence
 from phi1.errors import Phi1Error
 from phi1.evaluate import seccomp_policy
 from phi1.evaluate.sandbox_bwrap import (PRIVATE_DIRS, bubblewrap_argv, bubblewrap_path, bubblewrap_problem,
-                                         bubblewrap_version, fallback_uid_ok, hidden_paths, python_paths,
+                                         bubblewrap_version, fallback_uid_ok, python_paths, visible_paths,
                                          worker_interpreter)
 from phi1.evaluate.sandbox_cgroups import CgroupSupport, WorkerCgroup, detect, group_name, sweep_stale
 from phi1.evaluate.sandbox_uids import UID_FIRST, UidAllocator, UidRangeError
 
 __all__ = ["SANDBOX_KINDS", "SandboxError", "SandboxLimits", "Job", "Execution", "SandboxPool",
-           "bubblewrap_problem", "bubblewrap_path", "bubblewrap_version", "hidden_paths", "python_paths",
+           "bubblewrap_problem", "bubblewrap_path", "bubblewrap_version", "visible_paths", "python_paths",
            "worker_interpreter", "worker_argv", "worker_code", "kill_tree", "PRIVATE_DIRS", "UID_FIRST"]
 
 SANDBOX_KINDS = ("auto", "bubblewrap", "fallback")
@@ -346,6 +348,8 @@ class SandboxPool:
         cfg = self._worker_config(kind, slot)
         here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         keep = [here, there]  # both ends live in the worker: it reads one, programs write the other
+        # the sender's pid on every message; set here: the filter lets no one inside change socket options
+        here.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         cfg.update(verdict_r=here.fileno(), verdict_w=there.fileno())
         opts = seccomp_policy.FilterOptions(verdict_fd=there.fileno(), sockets=self.limits.sockets)
         cgroup = self._make_cgroup(slot)
@@ -634,9 +638,9 @@ class SandboxPool:
         if self.kind == "bubblewrap":
             ver = ".".join(map(str, bubblewrap_version() or ()))
             layers = [
-                f"bubblewrap {ver}: new PID (the worker is its PID 1), network, IPC, UTS namespaces; host "
-                f"file system read-only; private /tmp and /dev/shm ({lim.tmp_mb} MiB tmpfs, emptied after "
-                "each program or the worker recycled)",
+                f"bubblewrap {ver}: new PID (the worker is its PID 1), network, IPC, UTS namespaces; of the "
+                f"host's files only /usr, /bin, /lib*, a few of /etc and Python, read-only; private /tmp "
+                f"and /dev/shm ({lim.tmp_mb} MiB tmpfs, emptied after each program or the worker recycled)",
                 f"programs run as {uid}; worker and programs not dumpable (interpreter bound execute-only)",
                 seccomp,
                 self.cgroups.describe() + (f": memory {lim.memory_mb + _WORKER_MEMORY_MB + 2 * lim.tmp_mb} MiB, "
@@ -648,7 +652,8 @@ class SandboxPool:
                 "namespace killed after each program",
                 "verdict: nonce on the harness's value stack, a socket channel checked by sender pid, "
                 "audit hook against tracing, gc walks, code objects and ctypes",
-                "/run, /root and the home folder hidden (empty tmpfs; Python bound back read-only)",
+                "not visible: the checkout, home folders, /root, /run (host sockets), /var, /sys and "
+                "everything else outside that list",
             ]
         else:
             layers = self._fallback_layers()

@@ -75,13 +75,16 @@ def bubblewrap_argv(tmp_mb: int, root: bool, seccomp_fd: int | None = None, inte
     tmp_size = ["--size", str(tmp_mb << 20)] if ver >= (0, 7) else []
     argv = [bubblewrap_path() or "bwrap", "--die-with-parent", "--new-session", "--as-pid-1",
             "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-            "--hostname", "phi1-sandbox", "--ro-bind", "/", "/"]
-    argv += _mask_args(root)
+            "--hostname", "phi1-sandbox"]
+    argv += system_view()
     if interp_fd is not None:
         argv += ["--perms", "0111", "--ro-bind-data", str(interp_fd), worker_interpreter()]
     argv += ["--dev", "/dev", "--proc", "/proc",
              "--perms", "1777", *tmp_size, "--tmpfs", "/tmp",
              "--perms", "1777", *tmp_size, "--tmpfs", "/dev/shm",
+             # bubblewrap's own root is a tmpfs (owned by the caller without root): read-only,
+             # so nothing but /tmp and /dev/shm (emptied after each program) takes a write
+             "--remount-ro", "/",
              "--clearenv", "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin", "--setenv", "HOME", "/tmp",
              "--setenv", "TMPDIR", "/tmp", "--setenv", "LANG", "C.UTF-8", "--chdir", "/tmp"]
     if root:
@@ -94,6 +97,49 @@ def bubblewrap_argv(tmp_mb: int, root: bool, seccomp_fd: int | None = None, inte
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return argv + ["--"]
+
+
+# What a program sees of the host, read-only: the system's programs and libraries, the
+# few files of /etc the C library and the standard library read, and the Python
+# installation. Nothing else: not the checkout, the samples or their results, /home,
+# /root, /work, /var (logs), /opt, /mnt, /srv, /run (host sockets), /sys.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "passwd", "group",
+             "nsswitch.conf", "hosts", "host.conf", "gai.conf", "services", "protocols", "mime.types",
+             "os-release", "alternatives")
+
+
+def visible_paths() -> list[str]:
+    """Host paths bound read-only into the sandbox (symlinks among them are re-created as links)."""
+    out = [p for p in SYSTEM_DIRS if os.path.lexists(p)]
+    out += [os.path.join("/etc", n) for n in ETC_FILES if os.path.lexists(os.path.join("/etc", n))]
+    for p in python_paths():
+        if not any(p == q or p.startswith(q + "/") for q in out if not os.path.islink(q)):
+            out.append(p)
+    return out
+
+
+def system_view() -> list[str]:
+    """bwrap arguments building the sandbox's file system from `visible_paths` on
+    bubblewrap's empty root: top-level links (merged /usr) stay links, the folders
+    leading to a bound path are created traversable (0755), everything is read-only."""
+    args: list[str] = []
+    made: set[str] = {"/"}
+    for p in visible_paths():
+        parent = os.path.dirname(p)
+        chain = []
+        while parent not in made:
+            chain.append(parent)
+            parent = os.path.dirname(parent)
+        for d in reversed(chain):
+            made.add(d)
+            args += ["--perms", "0755", "--dir", d]
+        if os.path.islink(p) and os.path.dirname(p) == "/":
+            args += ["--symlink", os.readlink(p), p]
+        else:
+            args += ["--ro-bind", p, p]
+        made.add(p)
+    return args
 
 
 def python_paths() -> list[str]:
@@ -117,53 +163,6 @@ def _untraversable_ancestors(path: str) -> list[str]:
         if stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IXOTH:
             out.append(cur)
     return out
-
-
-def hidden_paths(root: bool) -> list[str]:
-    """Folders replaced by an empty tmpfs inside the sandbox.
-
-    /run holds the host's unix sockets (D-Bus, the Docker and systemd sockets): a
-    read-only mount does not stop connect(), hiding them does. Home folders hold
-    the user's keys and tokens. As root, every folder an unprivileged uid could
-    not enter on the way to Python (e.g. /root) is hidden too, or the programs'
-    own uids could not reach the interpreter."""
-    masks = ["/run", "/root", os.path.expanduser("~")]
-    if root:
-        for p in python_paths():
-            masks += _untraversable_ancestors(p)[:1]
-    out: list[str] = []
-    for m in sorted({os.path.realpath(m) for m in masks}, key=lambda x: (x.count("/"), x)):
-        if m == "/" or not os.path.isdir(m) or any(m == o or m.startswith(o + "/") for o in out):
-            continue
-        out.append(m)
-    return out
-
-
-def _mask_args(root: bool) -> list[str]:
-    """bwrap arguments hiding `hidden_paths` behind empty tmpfs, with the Python
-    installation under them bound back read-only."""
-    masks = hidden_paths(root)
-    if not masks:
-        return []
-    args: list[str] = []
-    for m in masks:
-        args += ["--perms", "0755", "--tmpfs", m]
-    needed = python_paths()
-    binds = [p for p in needed if any(p == m or p.startswith(m + "/") for m in masks)]
-    made: set[str] = set()
-    for p in sorted(set(binds)):
-        if any(p.startswith(q + "/") for q in binds if q != p):
-            continue  # inside another bound path already
-        mask = next(m for m in masks if p == m or p.startswith(m + "/"))
-        # bwrap would create the directories in between as 0700: make them traversable.
-        cur = mask
-        for part in Path(p).relative_to(mask).parts[:-1]:
-            cur = os.path.join(cur, part)
-            if cur not in made:
-                made.add(cur)
-                args += ["--perms", "0755", "--dir", cur]
-        args += ["--ro-bind", p, p]
-    return args
 
 
 def fallback_uid_ok() -> bool:

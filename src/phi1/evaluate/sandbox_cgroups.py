@@ -13,6 +13,13 @@ hierarchies are mounted writable (this machine's case). Where neither works
 the pool runs on rlimits alone and says so loudly (`detect().reason`).
 Each worker's group is ``phi1-sandbox-<pool pid>-<slot>-<random>`` inside this
 process's own cgroup; stale groups of dead pools are removed at start.
+
+Where the cpu controller is there too (a v1 ``cpu`` hierarchy, or ``cpu`` in the
+v2 controllers), each worker also gets a cpu group of the default weight: the
+kernel then shares the processors between workers, not between processes, so a
+program that starts sixteen busy processes takes one worker's share and the
+programs on other workers keep theirs (without it their wall-clock timeouts
+run out: one hostile sample turns honest ones into "timed out").
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from dataclasses import dataclass, field
 
 PREFIX = "phi1-sandbox-"
 CONTROLLERS = ("memory", "pids")
+OPTIONAL = ("cpu",)  # used where present; its absence is said in `describe`, not fatal
 
 
 @dataclass(frozen=True)
@@ -36,7 +44,9 @@ class CgroupSupport:
         if self.kind is None:
             return f"no memory/pids cgroup ({self.reason})"
         where = ", ".join(sorted(set(self.parents.values())))
-        return f"cgroup {self.kind} memory + pids per worker (in {where})"
+        cpu = " + cpu (processors shared per worker)" if "cpu" in self.parents else " (no cpu controller: " \
+            "processors shared per process, so one program's many processes slow the other workers)"
+        return f"cgroup {self.kind} memory + pids{cpu} per worker (in {where})"
 
 
 def _mounts() -> list[tuple[str, str, set[str]]]:
@@ -106,7 +116,17 @@ def detect() -> CgroupSupport:
                 problems.append(f"cgroup v2 {base}: cannot enable memory and pids below it ({e.strerror}; "
                                 "a delegated cgroup must hold no processes itself)")
                 continue
-        return CgroupSupport("v2", {c: base for c in CONTROLLERS})
+        parents = {c: base for c in CONTROLLERS}
+        for c in OPTIONAL:
+            if c in available:
+                try:
+                    if c not in enabled:
+                        with open(os.path.join(base, "cgroup.subtree_control"), "w", encoding="utf-8") as f:
+                            f.write(f"+{c}")
+                    parents[c] = base
+                except OSError:
+                    pass
+        return CgroupSupport("v2", parents)
     # v1: one hierarchy per controller, as root
     parents = {}
     for ctrl in CONTROLLERS:
@@ -120,6 +140,11 @@ def detect() -> CgroupSupport:
             break
         parents[ctrl] = base
     if len(parents) == len(CONTROLLERS):
+        for ctrl in OPTIONAL:
+            point = next((p for p, fstype, opts in mounts if fstype == "cgroup" and ctrl in opts), None)
+            base = os.path.normpath(point + own.get(ctrl, "/")) if point else None
+            if base and _writable_dir(base):
+                parents[ctrl] = base
         return CgroupSupport("v1", parents)
     return CgroupSupport(None, reason="; ".join(problems) or "no cgroup file system mounted")
 
@@ -138,7 +163,8 @@ class WorkerCgroup:
     def __init__(self, support: CgroupSupport, name: str, memory_bytes: int, pids_max: int):
         self.support = support
         self.name = name
-        self.dirs = {c: os.path.join(support.parents[c], name) for c in CONTROLLERS}
+        self.dirs = {c: os.path.join(support.parents[c], name) for c in CONTROLLERS + OPTIONAL
+                     if c in support.parents}
         self.memory_bytes = memory_bytes
         self.pids_max = pids_max
         self.oom_seen = 0
@@ -163,6 +189,12 @@ class WorkerCgroup:
                     except OSError:
                         pass
             _write(os.path.join(pids, "pids.max"), str(self.pids_max))
+            if "cpu" in self.dirs:  # the default weight, said explicitly: every worker the same
+                cpu = self.dirs["cpu"]
+                if self.support.kind == "v2":
+                    _write(os.path.join(cpu, "cpu.weight"), "100")
+                else:
+                    _write(os.path.join(cpu, "cpu.shares"), "1024")
         except OSError:
             for d in reversed(made):
                 try:

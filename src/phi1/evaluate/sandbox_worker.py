@@ -102,9 +102,13 @@ _RLIMITS = tuple(getattr(resource, n) for n in ("RLIMIT_AS", "RLIMIT_CPU", "RLIM
                  if hasattr(resource, n))
 
 # Socket options of the programs' end of the channel that a program could change for
-# its successors (name, buffer size for struct-valued ones).
+# its successors (name, buffer size for struct-valued ones). The filter refuses every
+# change unless sockets are allowed; then a dup of the channel gets past its fd rule.
 _PEER_OPTIONS = tuple((getattr(socket, n), size) for n, size in (
-    ("SO_SNDBUF", 0), ("SO_SNDTIMEO", 16)) if hasattr(socket, n))
+    ("SO_SNDBUF", 0), ("SO_SNDTIMEO", 16), ("SO_RCVBUF", 0), ("SO_RCVTIMEO", 16), ("SO_RCVLOWAT", 0),
+    ("SO_PRIORITY", 0), ("SO_PASSCRED", 0), ("SO_PEEK_OFF", 0), ("SO_KEEPALIVE", 0), ("SO_LINGER", 8),
+    ("SO_BUSY_POLL", 0), ("SO_MARK", 0), ("SO_PASSSEC", 0), ("SO_TIMESTAMP", 0), ("SO_SNDLOWAT", 0))
+    if hasattr(socket, n))
 
 # Events the audit hook refuses, and modules it will not import.
 DENIED_EVENTS = frozenset({
@@ -506,7 +510,15 @@ class Worker:
         import fcntl
 
         fd = self.peer.fileno()
-        state = [fcntl.fcntl(fd, fcntl.F_GETFL), fcntl.fcntl(fd, fcntl.F_GETOWN)]
+        state = [fcntl.fcntl(fd, fcntl.F_GETFL), fcntl.fcntl(fd, fcntl.F_GETOWN), self.peer.getsockname()]
+        if hasattr(fcntl, "F_GETSIG"):
+            state.append(fcntl.fcntl(fd, fcntl.F_GETSIG))
+        try:  # nothing is ever sent to this end: EAGAIN, unless a program shut down its reading side
+            state.append(self.peer.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK))
+        except BlockingIOError:
+            state.append(None)
+        except OSError as e:
+            state.append(e.errno)
         for opt, size in _PEER_OPTIONS:
             try:
                 state.append(self.peer.getsockopt(socket.SOL_SOCKET, opt, size) if size
@@ -850,7 +862,9 @@ def main() -> int:
     for fd in (int(cfg["verdict_r"]), int(cfg["verdict_w"])):
         os.set_inheritable(fd, False)  # an exec'd program keeps no end of the channel
     chan = socket.socket(fileno=int(cfg["verdict_r"]))
-    chan.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    if not chan.getsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED):  # the pool sets it (the filter refuses it here)
+        _send(resp_fd, {"ready": False, "error": "the verdict channel does not carry the sender's credentials"})
+        return 6
     chan.setblocking(False)
     for mod in PRELOAD:
         try:

@@ -94,9 +94,10 @@ ALLOWED: tuple[Family, ...] = (
            "only give up ids, never gain one"),
     Family("socket I/O", _names("""
         send sendto sendmsg sendmmsg recv recvfrom recvmsg recvmmsg recvmmsg_time64 getsockopt
-        setsockopt getsockname getpeername shutdown bind connect listen accept accept4"""),
+        getsockname getpeername"""),
            "works only on sockets a process already holds: without socket()/socketpair() that is the "
-           "program's end of the harness's verdict channel and nothing else"),
+           "program's end of the harness's verdict channel and nothing else; reading and sending change "
+           "nothing about the socket"),
 )
 
 # In Docker's default profile (some only with a capability), kept from programs here.
@@ -148,7 +149,15 @@ RESTRICTED = (
     ("ioprio_set", "the caller only (IOPRIO_WHO_PROCESS, 0)"),
     ("close dup2 dup3 close_range", "never the verdict channel's descriptor: the harness's end stays "
                                     "the harness's"),
+    ("setsockopt bind connect listen accept accept4 shutdown",
+     "only with [execute] sockets = true, and then never on the verdict channel's descriptor: these change "
+     "a socket for good, and the programs' end of the channel is one socket shared by every program a "
+     "worker runs (a name bound to it, its buffer sizes or a shutdown would reach the next program); "
+     "the worker also checks that end after every program"),
 )
+
+# Socket calls that change a socket's state (options, address, connection, shutdown).
+SOCKET_STATE = ("setsockopt", "bind", "connect", "listen", "accept", "accept4", "shutdown")
 
 CLONE_NAMESPACE_FLAGS = 0x7E020000
 PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
@@ -216,6 +225,8 @@ def build(opts: FilterOptions):
     if opts.sockets:
         for family in (AF_INET, AF_INET6):
             allow("socket", sc.Arg(0, sc.EQ, family))
+        for name in SOCKET_STATE:  # a dup of the channel gets past this: the worker's check catches it
+            allow(name, sc.Arg(0, sc.NE, fd))
     return f
 
 
@@ -263,7 +274,8 @@ def native_names(names: set[str]) -> set[str]:
 
 def describe(opts: FilterOptions) -> str:
     n = len(native_names(allowed_names()))
-    sockets = "socket() for inet/inet6 only" if opts.sockets else "no socket creation"
+    sockets = ("socket() for inet/inet6 only" if opts.sockets
+               else "no socket creation, no socket option, address or shutdown changes")
     return (f"seccomp (libseccomp, default deny EPERM): {n} system calls in {len(ALLOWED)} families as in "
             f"Docker's default profile, minus io_uring, keyrings, namespaces, ptrace/process_vm, SysV IPC, "
             f"memfd, bpf/perf/userfaultfd; {sockets}; foreign ABIs killed")
@@ -283,4 +295,5 @@ def native_supported() -> str | None:
 
 
 __all__ = ["ALLOWED", "DENIED", "RESTRICTED", "Family", "FilterOptions", "SeccompUnavailable", "build",
-           "export_bpf", "load", "describe", "allowed_names", "native_names", "restricted_names", "native_supported", "check_overlap"]
+           "export_bpf", "load", "describe", "allowed_names", "native_names", "restricted_names", "native_supported",
+           "check_overlap", "SOCKET_STATE"]
