@@ -128,7 +128,7 @@ def test_a_new_stage_is_one_module_and_one_section(tmp_path):
     assert json.loads(gzip.open(out, "rt").read())["text"] == "X = 1?!"
     m = read_manifest(cfg.run_dir / "shout")
     assert m["datasets"]["documents"][0]["ref"] == "filter"
-    assert m["outputs"] == {"shout": {"kind": "documents", "path": "docs"}}
+    assert m["outputs"] == {"shout": {"kind": "documents", "path": "docs", "exists": True}}
     with pytest.raises(ConfigError, match=r"unknown key 'sufix' in \[shout\] \(did you mean 'suffix'\?\)"):
         demo(tmp_path, "shout.sufix=x", stages=stages)
 
@@ -265,3 +265,30 @@ def test_split_settings_moved_to_run(tmp_path):
     for name, changes in (("tokenize", True), ("mine", True), ("pretrain", False), ("filter", False)):
         spec = rd_a.spec(name)
         assert (rd_a.identity(spec)["config_hash"] != rd_b.identity(spec)["config_hash"]) is changes, name
+
+
+# --------------------------------------------------------------------------- inputs outside the run, before any work
+
+
+@pytest.mark.parametrize("override, message", [
+    ("generate.problems=humanevl", "generate.problems = 'humanevl': problems file not found: humanevl"),
+    ("decontam.problems=mbpp:", "decontam.problems = 'mbpp:': "),
+    ("generate.model=/no/such/model", "generate.model: '/no/such/model' does not exist"),
+])
+def test_missing_inputs_outside_the_run_fail_before_the_first_stage(tmp_path, capsys, override, message):
+    # found only when generate starts, this is a typo discovered after hours of training
+    rc = main(["run", str(DEMO), "--set", f"run.root={tmp_path}", "--set", override])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "demo" / "ingest.partial").exists()
+    rc = main(["stages", str(DEMO), "--set", f"run.root={tmp_path}", "--set", override])
+    assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_a_broken_mbpp_file_fails_before_the_first_stage(tmp_path, capsys):
+    bad = tmp_path / "mbpp.jsonl"
+    bad.write_text(json.dumps({"task_id": 1, "text": "t", "code": "def f():\n    return 1\n",
+                               "test_list": ["assert f() == 1"], "test_setup_code": "import ("}) + "\n")
+    rc = main(["run", str(DEMO), "--set", f"run.root={tmp_path}", "--set", f"generate.problems=mbpp:{bad}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{bad}:1: 'test_setup_code' is not Python" in err, err

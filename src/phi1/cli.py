@@ -192,6 +192,7 @@ def _print_stages(config) -> int:
     from phi1.pipeline import RunDirectory
 
     rd = RunDirectory(config)
+    rd.preflight()
     print(f"run {config.run.name}: {rd.path}")
     print("data flow (in run order):")
     for line in rd.graph.describe():

@@ -152,6 +152,34 @@ class RunDirectory:
                                retry=True)
         return StageStatus(spec.name, "done", "", m)
 
+    def preflight(self, names: list[str] | tuple[str, ...] | None = None) -> None:
+        """Inputs outside the run that a stage would otherwise find missing or
+        broken only when it starts, after the stages before it ran (hours of
+        training before `generate` reads its problems): checked before any work,
+        as a config error naming the key."""
+        from phi1.config import ConfigError
+        from phi1.errors import InputError
+        from phi1.evaluate.problems import load_problems
+
+        checked: set[str] = set()
+        for name in names if names is not None else self.graph.order:
+            spec = self.spec(name)
+            if spec.skip_reason(self.config):
+                continue
+            section = self.config.section(spec.section_name)
+            problems = getattr(section, "problems", None)
+            if isinstance(problems, str) and problems not in checked:
+                try:
+                    load_problems(problems)
+                except InputError as e:
+                    raise ConfigError(f"{spec.section_name}.problems = {problems!r}: {e}") from None
+                checked.add(problems)
+            for e in self.graph.plan(name).externals:
+                local = e.ref.startswith(("/", "./", "../", "~")) or e.ref in (".", "..")
+                if local and not Path(e.path).expanduser().exists():
+                    raise ConfigError(f"{spec.section_name}.{e.key}: {e.ref!r} does not exist (give a folder "
+                                      f"that does, a dataset of this run, or a hub name such as microsoft/phi-1)")
+
     def recover(self) -> None:
         """Finish a swap interrupted between its two renames; drop stale leftovers."""
         if not self.path.exists():
@@ -240,6 +268,8 @@ class Pipeline:
         t0 = time.time()
         lock = self.rundir.lock() if self.rank == 0 else contextlib.nullcontext()
         self.ranks = RankLog(self.rundir.path, self.rank) if self.world_size > 1 else None
+        if self.rank == 0:
+            self.rundir.preflight([s.name for s in selected])
         with lock:
             if self.rank == 0:
                 self.rundir.recover()
