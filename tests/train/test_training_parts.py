@@ -85,9 +85,11 @@ def test_solution_only_mask_and_labels(tmp_path):
 
 
 def test_loss_sum_counts_only_targets():
-    logits = torch.randn(2, 5, 7)
+    hidden = torch.randn(2, 5, 4)
+    head = torch.nn.Linear(4, 7)
+    logits = head(hidden).detach()
     labels = torch.tensor([[IGNORE, 1, 2, IGNORE, 3], [IGNORE, IGNORE, IGNORE, IGNORE, 4]])
-    got = token_loss_sum(logits, labels)
+    got = token_loss_sum(hidden, labels, head)
     want = sum(torch.nn.functional.cross_entropy(logits[b, t - 1:t], labels[b, t:t + 1])
                for b, t in [(0, 1), (0, 2), (0, 4), (1, 4)])
     assert got.item() == pytest.approx(want.item(), rel=1e-6)

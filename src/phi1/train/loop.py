@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from phi1.errors import Phi1Error
 from phi1.model.presets import ModelFlops
@@ -50,9 +49,10 @@ from phi1.train.checkpoint import (
     step_dir,
 )
 from phi1.train.compiling import compile_decision
-from phi1.train.data import IGNORE, ExampleSource, GlobalBatchSampler, collate, micro_batches
+from phi1.train.data import ExampleSource, GlobalBatchSampler, collate, micro_batches
 from phi1.train.distributed import DistEnv, Parallelized, all_reduce_sum, broadcast_object, parallelize
 from phi1.train.humaneval_loss import METRIC as HUMANEVAL
+from phi1.train.lm_loss import loss_sum
 from phi1.train.metrics import MetricsLog, Peak, Stopwatch, mfu, resolve_peak
 from phi1.train.optim import LRSchedule, build_optimizer, set_lr
 from phi1.train.precision import Precision, choose_precision
@@ -328,12 +328,14 @@ def train_step(run: Run) -> None:
         b = b.to(env.device)
         with run.parallel.no_grad_sync(j < len(batches) - 1):
             with run.autocast():
-                logits = model(input_ids=b.input_ids, use_cache=False).logits
-            loss_sum = token_loss_sum(logits, b.labels)
+                # The LM head is deferred (`phi1.train.lm_loss`): the model returns its final
+                # hidden states and the loss applies the head a chunk at a time.
+                hidden = model(input_ids=b.input_ids, use_cache=False).logits
+                loss_sum = token_loss_sum(hidden, b.labels, run.parallel.model.lm_head)
             loss = loss_sum * scale
             (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
         local_loss += loss_sum.detach()
-        del logits, loss
+        del hidden, loss
     if run.scaler is not None:
         run.scaler.unscale_(run.optimizer)
     gnorm = torch.nn.utils.clip_grad_norm_(run.params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
@@ -357,16 +359,11 @@ def train_step(run: Run) -> None:
         run.bar.update(1)
 
 
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Sum of next-token cross-entropies over target positions (fp32).
-
-    The labels are shifted, not the logits: slicing ``logits[:, :-1]`` would
-    copy the largest tensor of the step ([batch, seq, vocab]).
-    """
-    vocab = logits.size(-1)
-    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE)
-    return F.cross_entropy(logits.float().reshape(-1, vocab), targets.reshape(-1), ignore_index=IGNORE,
-                           reduction="sum")
+def token_loss_sum(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
+    """Sum of next-token cross-entropies over target positions (fp32), from
+    the model's final hidden states and its deferred LM head
+    (`phi1.train.lm_loss`: no full logits tensor, forward or backward)."""
+    return loss_sum(hidden, labels, head)
 
 
 # --------------------------------------------------------------------------- log
@@ -442,9 +439,10 @@ def mean_loss(parallel: Parallelized, source: ExampleSource, micro_batch_size: i
         idx = mine[r] if r < len(mine) else chunks[0]
         b = collate([source.example(i) for i in idx], pad_id).to(env.device)
         with autocast():
-            logits = model(input_ids=b.input_ids, use_cache=False).logits
+            hidden = model(input_ids=b.input_ids, use_cache=False).logits  # the head is deferred
+            loss = token_loss_sum(hidden, b.labels, model.lm_head)
         if r < len(mine):
-            total[0] += token_loss_sum(logits, b.labels).double()
+            total[0] += loss.double()
             total[1] += b.n_targets
     all_reduce_sum(total, env)
     model.train(was_training)

@@ -1,0 +1,117 @@
+"""The fused LM head + cross-entropy (`phi1.train.lm_loss`) against the unfused loss it replaces."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from phi1.model.config import ModelConfig
+from phi1.model.presets import build_model, phi_config, resolve_shape, rotary_in_compute_dtype
+from phi1.train import lm_loss
+from phi1.train.data import IGNORE
+from phi1.train.lm_loss import LinearCrossEntropy, defer_lm_head, logits_loss_sum, loss_sum
+
+
+def _case(rows: int = 37, hidden: int = 24, vocab: int = 50, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(1, rows, hidden, generator=g, requires_grad=True)
+    head = torch.nn.Linear(hidden, vocab)
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(vocab, hidden, generator=g) * 0.3)
+        head.bias.copy_(torch.randn(vocab, generator=g))
+    labels = torch.randint(0, vocab, (1, rows), generator=g)
+    labels[0, ::5] = IGNORE  # some positions are not targets
+    return h, head, labels
+
+
+def _grads(loss, h, head):
+    loss.backward()
+    out = (h.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone())
+    h.grad = head.weight.grad = head.bias.grad = None
+    return out
+
+
+@pytest.mark.parametrize("chunk_elements", [50, 7 * 50, 1 << 22])  # one row a chunk, uneven chunks, one chunk
+def test_fused_loss_and_gradients_equal_the_unfused_ones_fp32(monkeypatch, chunk_elements):
+    h, head, labels = _case()
+    want = logits_loss_sum(head(h), labels)
+    want_g = _grads(want * 3.0, h, head)  # a scaled loss (loss scaling, averaging): gradients scale too
+    monkeypatch.setitem(lm_loss.CHUNK_ELEMENTS, "cpu", chunk_elements)
+    got = loss_sum(h, labels, head)
+    got_g = _grads(got * 3.0, h, head)
+    assert got.item() == pytest.approx(want.item(), rel=1e-6)
+    for a, b in zip(got_g, want_g):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (a - b).abs().max()
+
+
+def test_fused_loss_under_bf16_autocast_matches_autocast_reference():
+    h, head, labels = _case(rows=64, hidden=32, vocab=96)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = logits_loss_sum(head(h), labels)  # bf16 matmul, fp32 loss: what the loop did before
+    want_g = _grads(want, h, head)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = loss_sum(h, labels, head)
+    got_g = _grads(got, h, head)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(want.item(), rel=1e-4)  # same bf16 logits; only summation order differs
+    for a, b in zip(got_g, want_g):
+        assert a.dtype == torch.float32  # gradients come back in the parameters' dtype
+        cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+        assert cos > 0.9999 and (a - b).abs().max() <= 0.02 * b.abs().max()
+
+
+def test_no_targets_and_no_grad():
+    h, head, labels = _case()
+    none = torch.full_like(labels, IGNORE)
+    loss = loss_sum(h, none, head)
+    assert loss.item() == 0.0
+    g = _grads(loss, h, head)
+    assert all(t.abs().max().item() == 0.0 for t in g)
+    with torch.no_grad():  # evaluation: the loss only, no gradient work
+        assert loss_sum(h, labels, head).item() == pytest.approx(logits_loss_sum(head(h), labels).item(), rel=1e-6)
+    # the head without a bias (a plain tied/untied Linear)
+    nob = torch.nn.Linear(h.size(-1), 50, bias=False)
+    assert LinearCrossEntropy.apply(h.reshape(-1, h.size(-1)), nob.weight, None,
+                                    torch.full((h.size(1),), IGNORE), torch.float32, 8).item() == 0.0
+
+
+def test_deferred_head_keeps_parameters_and_trains_like_the_model_loss():
+    shape = resolve_shape(ModelConfig(preset="nano"), 32)
+    torch.manual_seed(0)
+    ref = build_model(phi_config(shape, 448))
+    model = build_model(phi_config(shape, 448))
+    model.load_state_dict(ref.state_dict())
+    ids = torch.randint(0, 448, (3, 32))
+    params_before = [id(p) for p in model.parameters()]
+    keys_before = list(model.state_dict())
+    assert defer_lm_head(model) and not defer_lm_head(model)  # idempotent
+    assert [id(p) for p in model.parameters()] == params_before and list(model.state_dict()) == keys_before
+    hidden = model(input_ids=ids).logits
+    assert hidden.shape == (3, 32, shape.n_embd)  # the head's input, not vocabulary logits
+    got = loss_sum(hidden, ids, model.lm_head) / (ids.numel() - 3)
+    want = ref(input_ids=ids, labels=ids).loss  # transformers' own shifted mean cross-entropy
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
+    got.backward()
+    want.backward()
+    for (name, a), b in zip(model.named_parameters(), ref.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_rotary_in_compute_dtype_changes_only_autocast_runs():
+    shape = resolve_shape(ModelConfig(preset="nano"), 32)
+    torch.manual_seed(0)
+    model = build_model(phi_config(shape, 448)).eval()
+    ids = torch.randint(0, 448, (2, 32))
+    with torch.no_grad():
+        fp32_before = model(input_ids=ids).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16_before = model(input_ids=ids).logits.float()
+        rotary_in_compute_dtype(model)
+        rotary_in_compute_dtype(model)  # once only
+        fp32_after = model(input_ids=ids).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16_after = model(input_ids=ids).logits.float()
+    assert torch.equal(fp32_before, fp32_after)  # without autocast: untouched
+    assert len(model.model.rotary_emb._forward_hooks) == 1
+    # under autocast, only the rounding of cos/sin to bf16 differs
+    assert torch.allclose(bf16_after, bf16_before, atol=0.05), (bf16_after - bf16_before).abs().max()
