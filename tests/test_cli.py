@@ -86,3 +86,16 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
     assert rc == 1
     assert err.startswith("error: No space left on device: ") and ".attempt.json" in err, err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--k", "abc"], "--k takes positive integers"),
+    (["--timeout", "inf"], "--timeout must be a number of seconds up to 86400"),
+    (["--timeout", "1e8"], "--timeout must be a number of seconds up to 86400"),  # the sandbox worker died: all failed
+])
+def test_execute_arguments_are_one_line_errors(tmp_path, capsys, args, words):
+    samples = tmp_path / "s.jsonl"
+    samples.write_text('{"task_id": "HumanEval/0", "completion": "    return False\\n"}\n')
+    rc = main(["execute", str(samples), *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and words in err and len(err.splitlines()) == 1, err

@@ -11,6 +11,7 @@ from phi1.errors import Phi1Error
 from phi1.reference import DEFAULT_OUT, docs_page
 from phi1.registry import all_stages, get_stage
 
+MAX_TIMEOUT_S = 86400  # per program; larger values kill the sandbox worker (every program then fails)
 _SET_HELP = "override a config key, e.g. --set run.name=try1 --set pretrain.max_steps=10 (repeatable)"
 
 
@@ -149,7 +150,14 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if cmd == "execute" and args.samples:
         from phi1.evaluate.execute import execute_samples_file
 
-        ks = [int(k) for k in args.k.split(",") if k.strip()]
+        try:
+            ks = [int(k) for k in args.k.split(",") if k.strip()]
+        except ValueError:
+            raise Phi1Error(f"--k takes positive integers separated by commas (e.g. 1,10,100), got {args.k!r}") from None
+        import math
+
+        if not (math.isfinite(args.timeout) and args.timeout <= MAX_TIMEOUT_S):
+            raise Phi1Error(f"--timeout must be a number of seconds up to {MAX_TIMEOUT_S} (a day), got {args.timeout}")
         execute_samples_file(args.samples, problems=args.problems, workers=args.workers,
                              timeout=args.timeout, k=ks, sandbox=args.sandbox)
         return 0

