@@ -65,6 +65,9 @@ class Plan:
         return [e for edges in self.edges.values() for e in edges if e.external]
 
 
+MAX_WEIGHT = 1000  # a mixture weight is a sampling rate: copies of each record
+
+
 def dataset_ref(stage: str, output: Output) -> str:
     return stage if not output.name else f"{stage}.{output.name}"
 
@@ -118,6 +121,8 @@ class Graph:
             for ref, w in items:
                 if not (w >= 0 and w != float("inf")):
                     raise ConfigError(f"{where}.{ref} = {w}: a weight must be a finite number >= 0")
+                if w > MAX_WEIGHT:  # copies per record: 1e300 would loop for ever
+                    raise ConfigError(f"{where}.{ref} = {w:g}: a weight is copies per record, at most {MAX_WEIGHT}")
             edges = [self._edge(spec, inp, ref, w, where) for ref, w in items if w > 0]
             if not edges:
                 raise ConfigError(f"{where} names no dataset with a weight > 0{self._examples(inp)}")
