@@ -99,3 +99,15 @@ def test_execute_arguments_are_one_line_errors(tmp_path, capsys, args, words):
     rc = main(["execute", str(samples), *args])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and words in err and len(err.splitlines()) == 1, err
+
+
+def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
+    import phi1.pipeline
+
+    def huge(self, *a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr(phi1.pipeline.Pipeline, "run", huge)
+    rc = main(["run", str(REPO / "configs/demo.toml"), "--set", f"run.root={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.startswith("error: out of memory") and len(err.splitlines()) == 1

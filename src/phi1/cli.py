@@ -115,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except MemoryError:  # a size the machine cannot hold (seq_len, batch, counts): one line, not a traceback
+        print("error: out of memory (MemoryError) in the step named above: lower the sizes it uses "
+              "(batch sizes, seq_len, counts) or use a bigger machine; finished stages are kept", file=sys.stderr)
+        return 1
     except OSError as e:  # disk full, read-only or vanished folder: one line naming the file, not a traceback
         where = f": {e.filename}" if e.filename else ""
         print(f"error: {e.strerror or e}{where} ({type(e).__name__}); finished stages are kept: "
