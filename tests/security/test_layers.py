@@ -214,6 +214,12 @@ def test_a_completion_cannot_reach_into_the_test():
                 assert isinstance(e, sw.CompletionJoinsTest) or "indent" in str(e), (completion, test, e)
             else:
                 pytest.fail(f"compiled: {completion!r} + {test!r}")
+    # on the direct path too: the test's check is intact there, the code before it is not
+    job = {"prompt": "def double(x):\n", "completion": "    return x * 2\nHELPER = [", "entry_point": "double",
+           "test": "0]\n\ndef check(candidate):\n    assert candidate(2) == 4\n"}
+    assert sw._compile_direct(job["prompt"] + job["completion"] + "\n", job["test"], "double") is not None
+    with pytest.raises(sw.CompletionJoinsTest):
+        sw._compile(job)
     # honest completions on the slow path (a test the direct path does not take) still compile
     test = "def check(candidate):\r    assert candidate(2) == 4\r"
     code, check = sw._compile({"prompt": "def double(x):\n", "completion": "    return x * 2\n", "test": test,
