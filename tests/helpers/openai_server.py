@@ -29,8 +29,9 @@ Fault injection (a request gets at most one fault; checked in this order):
 
 Fault kinds (``Fault.kind``): ``"429"`` (with ``Retry-After``: any value,
 ``"inf"`` and ``"3600"`` included), ``"500"``, ``"503"``, ``"400"``, ``"401"``,
-``"error"`` (any status with any message, e.g. one quoting the key at a given
-offset), ``"slow"`` (wait ``delay`` seconds, then hang up without a reply: a
+``"error"`` (any status with any message and headers, e.g. one quoting the
+key at a given offset; ``Fault.redirect(url)``: a 307 with a ``Location``),
+``"slow"`` (wait ``delay`` seconds, then hang up without a reply: a
 reply never arrives), ``"slow_ok"`` (wait ``delay``, then answer normally),
 ``"trickle"`` (a complete, valid reply sent one byte every ``delay`` seconds:
 each socket read succeeds, the whole reply takes minutes), ``"malformed"``
@@ -113,6 +114,11 @@ class Fault:
     def error(cls, status: int, message: str) -> "Fault":
         """An OpenAI-style error body with this message (e.g. one quoting the key)."""
         return cls("error", status=status, message=message)
+
+    @classmethod
+    def redirect(cls, location: str, status: int = 307) -> "Fault":
+        """A redirect (an ``error`` with a ``Location`` header): a client must not follow it with the key."""
+        return cls("error", status=status, message=f"moved to {location}", headers=(("Location", location),))
 
     @classmethod
     def slow(cls, delay: float = 2.0) -> "Fault":
@@ -578,7 +584,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(req.status, _error_body(msg, "server_error" if kind == "500" else "invalid_request_error"))
         elif kind == "error":
             req.status = fault.status
-            self._send_json(fault.status, _error_body(fault.message, "invalid_request_error"))
+            self._send_json(fault.status, _error_body(fault.message, "invalid_request_error"), dict(fault.headers))
         elif kind == "slow":
             owner._stop.wait(fault.delay)
             self._hang_up()

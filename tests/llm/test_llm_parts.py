@@ -120,7 +120,7 @@ def test_cache_and_batch_files(tmp_path):
         assert cache.get("k1") == {"choices": []} and cache.get("k2") is None and len(cache) == 1
         assert cache.get_many([f"k{i}" for i in range(1200)]) == {"k1": {"choices": []}}  # chunked IN (...)
     (tmp_path / "bad.sqlite").write_text("not a database at all, just text " * 100)
-    with pytest.raises(Phi1Error, match="bad.sqlite is not usable"):
+    with pytest.raises(Phi1Error, match="bad.sqlite cannot be opened .file is not a database.: it is damaged; nothing was sent"):
         ResponseCache(tmp_path / "bad.sqlite").get("k")
     items = [(f"{i:064x}", CHAT_PATH, {"model": "m", "i": i}) for i in range(5)]
     paths = export_batch(tmp_path / "req.jsonl", items, max_per_file=2)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from phi1.documents import read_jsonl, read_jsonl_numbered, write_jsonl
-from phi1.errors import InputError, SkipStage
+from phi1.errors import InputError, Phi1Error, SkipStage
 from phi1.evaluate.config import GradeConfig
 from phi1.evaluate.grading_prompt import ParsedGrade, grading_messages, parse_grade, reask_messages
 
@@ -174,6 +174,10 @@ def run(ctx: Any) -> Any:
     overall, per_task = summarize(jobs)
     valid = sum(1 for j in jobs if j.grade is not None)
     failed = sum(1 for j in jobs if j.failed)
+    if failed == len(jobs):  # nothing came back: the setup (key, model, endpoint), not the samples
+        first = next(j.error for j in jobs if j.error)
+        raise Phi1Error(f"grade: all {len(jobs)} grading requests failed (first: {first}); fix the cause and re-run "
+                        "the same command: replies already received are cached and are not sent again")
     invalid = len(jobs) - valid - failed
     seconds = time.time() - t0
     shown = "n/a" if overall is None else f"{overall:.1f}%"

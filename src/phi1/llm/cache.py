@@ -5,6 +5,15 @@ any point keeps every reply it received: the re-run sends only what is
 missing, and a finished run re-run costs nothing. Only successful replies are
 stored (errors are retried on the next run). The cache holds request and reply
 bodies, never headers, so no API key ever reaches it.
+
+Every SQLite failure is a `Phi1Error` naming the file, never a traceback: a
+file that is not a database or is damaged stops the run before anything is
+sent (its replies were paid for: it is never replaced or emptied; SQLite's
+``.recover`` can usually save them); a write that fails (a full disk, a
+read-only file) stops the run with the replies already committed kept. A
+single row whose reply cannot be read back (damaged text, not a JSON object)
+is left out of `get_many` and counted in ``unreadable``: the caller says so
+and asks that request again.
 """
 
 from __future__ import annotations
@@ -36,17 +45,36 @@ class ResponseCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.unreadable: set[str] = set()  # keys whose stored reply could not be read back
+        db = None
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             # autocommit (isolation_level=None): every put is its own durable transaction
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a killed process (only power loss can drop the last commits)
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-        except sqlite3.DatabaseError as e:
-            raise Phi1Error(f"LLM response cache {self.path} is not usable ({e}); "
-                            "delete it or point llm.cache elsewhere") from None
+            db.execute("PRAGMA synchronous=NORMAL")
+            if db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='responses'").fetchone() is None:
+                db.execute(_SCHEMA)
+        except (sqlite3.Error, OSError) as e:
+            if db is not None:
+                db.close()
+            raise self._error("cannot be opened", e) from None
+        self._db = db
+
+    def _error(self, what: str, e: BaseException) -> Phi1Error:
+        why = str(e) or type(e).__name__
+        if isinstance(e, sqlite3.DatabaseError) and ("malformed" in why or "not a database" in why):
+            advice = ("it is damaged; nothing was sent. Move it aside and point llm.cache at a recovered copy "
+                      f"(sqlite3 {self.path} .recover | sqlite3 recovered.sqlite) to keep the replies it holds, "
+                      "or at a new file to ask everything again")
+        elif what == "cannot be written":  # a full disk, a read-only file or folder, an I/O error
+            advice = ("the replies already in it are kept; make room (or make it writable) and re-run the same "
+                      "command: nothing already cached is sent again")
+        else:
+            advice = "the replies already in it are kept; fix the cause and re-run the same command"
+        return Phi1Error(f"LLM response cache {self.path} {what} ({why}): {advice}")
 
     def close(self) -> None:
         self._db.close()
@@ -58,17 +86,32 @@ class ResponseCache:
         self.close()
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        try:
+            return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        except sqlite3.Error as e:
+            raise self._error("cannot be read", e) from None
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-        """Stored replies for the keys that have one."""
+        """Stored replies for the keys that have one (a row that cannot be read back is
+        left out and its key added to ``unreadable``)."""
         keys = list(dict.fromkeys(keys))
         out: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(keys), 500):  # stay below SQLite's bound-parameter limit
-            chunk = keys[i:i + 500]
-            q = f"SELECT key, response FROM responses WHERE key IN ({','.join('?' * len(chunk))})"
-            for key, response in self._db.execute(q, chunk):
-                out[key] = json.loads(response)
+        try:
+            for i in range(0, len(keys), 500):  # stay below SQLite's bound-parameter limit
+                chunk = keys[i:i + 500]
+                q = (f"SELECT key, CAST(response AS BLOB) FROM responses "
+                     f"WHERE key IN ({','.join('?' * len(chunk))})")
+                for key, response in self._db.execute(q, chunk):
+                    try:
+                        data = json.loads(bytes(response).decode("utf-8"))
+                    except (ValueError, TypeError, RecursionError):
+                        data = None
+                    if isinstance(data, dict):
+                        out[key] = data
+                    else:
+                        self.unreadable.add(key)
+        except sqlite3.Error as e:
+            raise self._error("cannot be read", e) from None
         return out
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -84,14 +127,21 @@ class ResponseCache:
                 for k, u, req, resp, s in rows]
         if not data:
             return 0
-        with _transaction(self._db):
-            self._db.executemany(
-                "INSERT OR REPLACE INTO responses (key, url, request, response, source, created) "
-                "VALUES (?, ?, ?, ?, ?, ?)", data)
+        try:
+            with _transaction(self._db):
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO responses (key, url, request, response, source, created) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", data)
+        except sqlite3.Error as e:
+            raise self._error("cannot be written", e) from None
+        self.unreadable.difference_update(row[0] for row in data)
         return len(data)
 
     def keys(self) -> set[str]:
-        return {k for (k,) in self._db.execute("SELECT key FROM responses")}
+        try:
+            return {k for (k,) in self._db.execute("SELECT key FROM responses")}
+        except sqlite3.Error as e:
+            raise self._error("cannot be read", e) from None
 
 
 class _transaction:
@@ -102,4 +152,18 @@ class _transaction:
         self.db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: Any, *rest: Any) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (a full disk does that)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 import os
 import random
@@ -55,10 +56,10 @@ from phi1.errors import Phi1Error
 from phi1.llm.batch import BatchExported, export_batch, import_batch_output
 from phi1.llm.cache import ResponseCache
 from phi1.llm.config import LLMConfig
-from phi1.llm.endpoints import Endpoint, EndpointPool
+from phi1.llm.endpoints import Endpoint, EndpointPool, EndpointsBroken
 from phi1.llm.limits import RateLimiter
 from phi1.llm.redact import Redactor, redacting_logs
-from phi1.llm.retry import (backoff_delay, is_rejection, is_retryable_status, parse_retry_after,
+from phi1.llm.retry import (backoff_delay, is_rejection, is_retryable_status, is_setup_error, parse_retry_after,
                             retry_after_text)
 from phi1.llm.schema import (
     AnyRequest,
@@ -157,6 +158,11 @@ class LLMClient:
         self._batch_unpriced: set[str] = set()  # imported batch replies without usage, not yet estimated
         self._held_until: dict[str, float] = {}  # endpoint label -> end of the last hold said on screen
         self._bad_retry_after: set[str] = set()  # endpoints whose unusable Retry-After was said on screen
+        self._last_ok = 0.0  # monotonic time of the last reply (or of the start of sending)
+        self._last_failure = 0.0  # monotonic time of the last failed attempt
+        self._last_error = ""
+        self._gave_up = ""  # why the client stopped sending (no endpoint answered for give_up_after_s)
+        self._stop: asyncio.Event | None = None  # set when the client gives up: ends backoff sleeps and waits
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -265,6 +271,10 @@ class LLMClient:
                         self._batch_unpriced.discard(key)
                         self.meter.add_batch_estimate(usage)
                 done[key] = LLMResult(texts, finish, usage, None, True, key, 0, estimated, 0.0)
+            damaged = self.cache.unreadable & unique.keys()
+            if damaged:
+                self.log(f"{len(damaged)} replies stored in {self.cache.path} cannot be read back (damaged rows): "
+                         "asking those requests again")
         self.meter.cache_hits += len(done)
         todo = [k for k in unique if k not in done]
 
@@ -331,14 +341,15 @@ class LLMClient:
         for k in todo:
             queue.put_nowait(k)
         out: dict[str, LLMResult] = {}
-        bar = tqdm(total=total, initial=total - len(todo), desc=desc, unit="req",
-                   disable=not progress, mininterval=1.0, dynamic_ncols=True)
         limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
         # Per-phase limits as a second line of defence; the attempt's deadline
         # (asyncio.timeout in _send) is what bounds a request. Waiting for a
         # pooled connection is not the server's fault: the workers bound
         # concurrency, so give the pool the whole deadline or a minute.
         timeout = httpx.Timeout(cfg.timeout_s, connect=min(cfg.timeout_s, 30.0), pool=max(cfg.timeout_s, 60.0))
+        http = _http_client(headers, timeout, limits, cfg.base_urls)  # a bad proxy setting: one line, nothing sent
+        bar = tqdm(total=total, initial=total - len(todo), desc=desc, unit="req",
+                   disable=not progress, mininterval=1.0, dynamic_ncols=True)
 
         async def worker(http: httpx.AsyncClient) -> None:
             while True:
@@ -352,20 +363,24 @@ class LLMClient:
                 if self.meter.errors or self.meter.retries:
                     bar.set_postfix(retries=self.meter.retries, errors=self.meter.errors, refresh=False)
 
+        self._stop = asyncio.Event()
+        self._last_ok = self._last_failure = time.monotonic()
         try:
             with redacting_logs(self.redactor):
-                await self._work(worker, headers, timeout, limits, len(todo))
+                await self._work(worker, http, len(todo))
         finally:
             bar.close()
         return out
 
-    async def _work(self, worker: Callable[[httpx.AsyncClient], Any], headers: dict[str, str],
-                    timeout: httpx.Timeout, limits: httpx.Limits, n: int) -> None:
-        async with httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits) as http:
+    async def _work(self, worker: Callable[[httpx.AsyncClient], Any], http: httpx.AsyncClient, n: int) -> None:
+        async with http:
             tasks = [asyncio.create_task(worker(http)) for _ in range(min(self.cfg.concurrency, n))]
+            watchdog = asyncio.create_task(self._watch())
             try:
                 await asyncio.gather(*tasks)
+                watchdog.cancel()
             except BaseException:
+                watchdog.cancel()
                 # Cancelled, or the cache cannot be written: stop the other
                 # workers; replies already received are in the cache, so a
                 # re-run resumes from there.
@@ -381,9 +396,17 @@ class LLMClient:
         last = ""
         attempts = cfg.max_retries + 1
         for attempt in range(attempts):
-            await self._rpm.acquire(1)
-            await self._tpm.acquire(estimate)
-            ep = await self.pool.acquire()
+            ep = None
+            try:
+                if await self._unless_given_up(self._rpm.acquire(1)) and \
+                        await self._unless_given_up(self._tpm.acquire(estimate)):
+                    ep = await self._unless_given_up(self.pool.acquire())
+            except EndpointsBroken as e:
+                return self._not_sent(key, attempt, f"not sent: {e}")
+            if ep is None or self._given_up():
+                if ep is not None:
+                    self.pool.release(ep, ok=False, endpoint_fault=False)
+                return self._not_sent(key, attempt, f"not sent: {self._given_up()}")
             self.meter.sent += 1
             try:
                 o = await self._send(http, ep, path, body)
@@ -394,6 +417,7 @@ class LLMClient:
             if o.retry_after_header is not None:
                 self._say_hold(ep, o)
             if o.ok:
+                self._last_ok = time.monotonic()
                 assert o.texts is not None
                 estimated = o.usage is None
                 usage = estimate_usage(body, o.texts) if estimated else o.usage
@@ -407,17 +431,79 @@ class LLMClient:
             self._tpm.adjust(estimate)  # a failed attempt consumed no tokens
             self.meter.failures[o.reason] += 1
             last = o.message
+            setup = o.reason.isdigit() and is_setup_error(int(o.reason))
+            if o.retryable or setup:  # the endpoint is failing (a refusal of one request shows it is alive)
+                self._last_failure, self._last_error = time.monotonic(), o.message
+            else:
+                self._last_ok = time.monotonic()
+            if setup:
+                # The endpoint refuses the setup (key, model, path): a few in a row and nothing more goes to it.
+                if self.pool.setup_error(ep, o.message):
+                    others = "; the other endpoints carry on" if self.pool.others(ep) else ""
+                    self.log(f"{o.message} -- nothing more is sent to {ep.label} in this run{others}")
+                if self.pool.others(ep):
+                    continue  # another endpoint may take it
             if not o.retryable:
                 self.meter.errors += 1
                 rejected = o.reason.isdigit() and is_rejection(int(o.reason))
                 return LLMResult(error=o.message, key=key, attempts=attempt + 1, rejected=rejected)
             if attempt + 1 < attempts:
                 self.meter.retries += 1
-                await asyncio.sleep(backoff_delay(attempt, cfg.backoff_base_s, cfg.backoff_max_s,
-                                                  self._rng, o.retry_after))
+                await self._unless_given_up(asyncio.sleep(backoff_delay(attempt, cfg.backoff_base_s,
+                                                                        cfg.backoff_max_s, self._rng, o.retry_after)))
         self.meter.errors += 1
         return LLMResult(error=self.redactor.clean(f"gave up after {attempts} attempts: {last}"), key=key,
                          attempts=attempts)
+
+    def _not_sent(self, key: str, attempts: int, why: str) -> LLMResult:
+        self.meter.errors += 1
+        self.meter.not_sent += 1
+        return LLMResult(error=self.redactor.clean(why), key=key, attempts=attempts)
+
+    def _given_up(self) -> str:
+        """Why the client stopped sending ('' while it has not): every attempt has failed for
+        ``give_up_after_s`` (at least ``timeout_s``) since the last reply."""
+        if self._gave_up:
+            return self._gave_up
+        limit = self.cfg.give_up_after_s
+        if limit <= 0 or self._last_failure <= self._last_ok:
+            return ""
+        limit = max(limit, self.cfg.timeout_s)
+        if time.monotonic() - self._last_ok < limit:
+            return ""
+        self._gave_up = self.redactor.clean(
+            f"no endpoint has answered for {limit:g}s (llm.give_up_after_s); last error: {self._last_error}")
+        self.log(f"giving up: {self._gave_up}. The requests not answered yet are recorded as failed; "
+                 "a plain re-run asks them again")
+        if self._stop is not None:
+            self._stop.set()
+        return self._gave_up
+
+    async def _watch(self) -> None:
+        """Notice a dead endpoint even while every worker is waiting (sleeping or in an attempt)."""
+        while not self._given_up():
+            await asyncio.sleep(0.5 if self.cfg.give_up_after_s < 30 else 2.0)
+
+    async def _unless_given_up(self, aw: Any) -> Any:
+        """``await aw``, unless the client gives up first: then None (``aw`` is cancelled)."""
+        if self._given_up():
+            aw.close()
+            return None
+        stop = self._stop
+        if stop is None:
+            return await aw
+        task = asyncio.ensure_future(aw)
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            return None
+        return task.result() if task.result() is not None else True
 
     def _say_hold(self, ep: Endpoint, o: _Outcome) -> None:
         """One line on screen when an endpoint is held by a Retry-After (not one per request)."""
@@ -445,9 +531,15 @@ class LLMClient:
         url = ep.url + path[len("/v1"):]  # base URLs end in /v1 (or their own prefix), as in the OpenAI SDK
         where = ep.label
         clean = self.redactor.clean
+        cap = int(self.cfg.max_reply_mb * 2**20)
         try:
             async with asyncio.timeout(self.cfg.timeout_s):  # the whole attempt, not each socket read
-                resp = await http.post(url, json=body)
+                async with http.stream("POST", url, json=body) as resp:
+                    content = await _read_capped(resp, cap)
+        except _TooLarge as e:
+            return _Outcome(False, reason="too_large", retryable=True,
+                            message=f"reply from {where} is larger than {self.cfg.max_reply_mb:g} MiB "
+                            f"(llm.max_reply_mb; {e}): abandoned")
         except (TimeoutError, httpx.TimeoutException):
             return _Outcome(False, reason="timeout", retryable=True,
                             message=f"no complete reply within {self.cfg.timeout_s:g}s from {where}")
@@ -459,14 +551,22 @@ class LLMClient:
                             message=clean(f"connection to {where} failed ({type(e).__name__}: {e})"))
         status = resp.status_code
         if 200 <= status < 300:
+            data = None
             try:
-                data = resp.json()
+                data = json.loads(content)
                 texts, finish, usage = parse_response(path, data, _choices(body))
             except Exception as e:  # noqa: BLE001 - any malformed reply is retried, never fatal
+                said = _error_text(data)  # HTTP 200 carrying an error object (some proxies do that)
+                why = f"an error object: {said}" if said else f"{type(e).__name__}: {e}"
                 return _Outcome(False, reason="malformed", retryable=True,
-                                message=clean(f"malformed reply from {where} ({type(e).__name__}: {e})"))
+                                message=clean(f"malformed reply from {where} ({why})"))
             return _Outcome(True, texts, finish, usage, data)
-        message = clean(f"HTTP {status} from {where}: {_error_message(resp)}")
+        if 300 <= status < 400:  # never followed: the key must not travel to wherever it points
+            where_to = resp.headers.get("location", "")
+            return _Outcome(False, reason=str(status), retryable=False, message=clean(
+                f"HTTP {status} from {where}: redirect to {where_to or '(no Location)'} not followed (the key goes "
+                "only to llm.base_urls: put the final URL there)"))
+        message = clean(f"HTTP {status} from {where}: {_error_message(resp, content)}")
         out = _Outcome(False, reason=str(status), message=message, retryable=is_retryable_status(status))
         if status in (429, 503):
             out.retry_after_header = retry_after_text(resp.headers)
@@ -481,22 +581,84 @@ def _choices(body: dict[str, Any]) -> int:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
 
 
-def _error_message(resp: httpx.Response) -> str:
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(resp: httpx.Response, cap: int) -> bytes:
+    """The (decoded) body, refusing to hold more than ``cap`` bytes of it: an endless
+    chunked body or a multi-GB Content-Length is abandoned, not buffered."""
+    declared = resp.headers.get("content-length", "")
+    if declared.strip().isdigit() and int(declared) > cap and not resp.headers.get("content-encoding"):
+        raise _TooLarge(f"Content-Length {int(declared):,}")
+    chunks, size = [], 0
+    async for chunk in resp.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            raise _TooLarge(f"more than {cap:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_text(data: Any) -> str:
+    """The message of an error object ({"error": {"message"}}, {"error": "..."}, {"detail"}), or ''."""
+    if not isinstance(data, dict):
+        return ""
+    err = data.get("error")
+    msg = err.get("message") if isinstance(err, dict) else (err or data.get("message") or data.get("detail"))
+    return str(msg) if msg else ""
+
+
+def _error_message(resp: httpx.Response, content: bytes) -> str:
     """The server's own words (not yet redacted: the caller redacts, then cuts)."""
     try:
-        text = resp.text
+        text = content.decode(resp.encoding or "utf-8")
     except Exception:  # noqa: BLE001 - an undecodable error body still makes an error line
         return resp.reason_phrase
     try:
-        data = resp.json()
+        data = json.loads(content)
     except Exception:  # noqa: BLE001
         data = None
-    if isinstance(data, dict):  # OpenAI: {"error": {"message"}}; others: {"error": "..."} / {"detail"}
-        err = data.get("error")
-        msg = err.get("message") if isinstance(err, dict) else (err or data.get("message") or data.get("detail"))
-        if msg:
-            text = str(msg)
+    said = _error_text(data)
+    if said:
+        text = said
     return text if text.strip() else resp.reason_phrase
+
+
+# Loopback endpoints (a local vLLM, Ollama, a test server) never go through a proxy named
+# in the environment: a proxy cannot reach this host's loopback, and would see the key.
+_LOOPBACK = ("all://127.0.0.1", "all://localhost", "all://[::1]")
+
+
+def _is_loopback(url: str) -> bool:
+    host = (urlsplit(url.strip()).hostname or "").lower()
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+def _http_client(headers: dict[str, str], timeout: httpx.Timeout, limits: httpx.Limits,
+                 urls: Sequence[str]) -> httpx.AsyncClient:
+    """The HTTP client: no redirects followed, environment proxies honoured except for
+    loopback hosts; a proxy setting httpx cannot use is one line naming the variable
+    (or ignored, when every endpoint is on this host and would bypass it anyway)."""
+    try:
+        return httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits, follow_redirects=False,
+                                 mounts={p: None for p in _LOOPBACK})
+    except (ImportError, ValueError) as e:
+        if urls and all(_is_loopback(u) for u in urls):
+            return httpx.AsyncClient(headers=headers, timeout=timeout, limits=limits, follow_redirects=False,
+                                     trust_env=False)
+        names = [n for n in ("ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+                 if os.environ.get(n)]
+        shown = ", ".join(f"{n}={_proxy_shown(os.environ[n])}" for n in names) or "the proxy settings"
+        why = str(e).split(". ")[0]
+        raise Phi1Error(f"the environment's proxy setting cannot be used ({shown}: {why}); unset it, "
+                        "add the endpoint's host to NO_PROXY, or install httpx[socks] for a SOCKS proxy") from None
+
+
+def _proxy_shown(url: str) -> str:
+    """A proxy URL without its credentials."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rsplit('@', 1)[-1]}" if sep else url.rsplit("@", 1)[-1]
 
 
 def _tqdm_write(message: str) -> None:

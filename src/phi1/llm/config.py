@@ -47,6 +47,14 @@ class LLMConfig:
         60.0, gt=0, execution=True,
         doc="longest wait a server's Retry-After can impose: longer ones are capped to it, non-finite ones "
         "ignored (the OpenAI SDK ignores values over 60 s)")
+    give_up_after_s: float = option(
+        600.0, ge=0, execution=True,
+        doc="stop sending when no attempt has succeeded for this long (an endpoint that went dead): the "
+        "requests not yet answered fail at once and a plain re-run asks them again; 0 = never give up")
+    max_reply_mb: float = option(
+        16.0, gt=0, execution=True,
+        doc="largest reply body read, in MiB (after decompression): a longer or endless body is abandoned and "
+        "the attempt retried (failure 'too_large'), so a hostile server cannot fill memory")
     load_balance: Literal["least_busy", "round_robin"] = option(
         "least_busy", execution=True, doc="how base_urls share the work")
     endpoint_max_failures: int = option(

@@ -7,6 +7,13 @@ malformed replies) is set aside for ``cooldown_s`` while another one works; when
 all are set aside the one that has rested longest gets a probe, so a single
 flaky endpoint is never abandoned (the retry backoff paces it). A 429/503 with
 ``Retry-After`` holds new requests to that endpoint until the time is up.
+
+An endpoint that refuses the setup itself (401/403 a key, 404 a model or a
+path, 407 a proxy) ``SETUP_ERRORS`` times in a row is *broken*: nothing more is
+sent to it in this run. When every endpoint is broken, `acquire` raises
+`EndpointsBroken` at once, so a wrong key or model name ends the run after a
+few requests, not after all of them. (One such answer alone is not enough: a
+firewall in front of an endpoint may refuse one prompt with a 403.)
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ class Endpoint:
     not_before: float = 0.0  # honour Retry-After for every request to it
     sent: int = 0
     ok: int = 0
+    broken: str = ""  # why nothing more is sent to it (a 401/403/404 answer, redacted)
+    setup_errors: int = 0  # 401/403/404/407 answers in a row
 
     @property
     def label(self) -> str:
@@ -41,6 +50,13 @@ class Endpoint:
 def normalize_base_url(url: str) -> str:
     """``http://h:8000/v1/`` and ``http://h:8000/v1`` are the same endpoint."""
     return url.strip().rstrip("/")
+
+
+SETUP_ERRORS = 3  # setup refusals in a row (no reply between) that break an endpoint
+
+
+class EndpointsBroken(Exception):
+    """Every endpoint refused the setup (a key, a model name): nothing can be sent."""
 
 
 class EndpointPool:
@@ -70,7 +86,7 @@ class EndpointPool:
     def pick(self) -> Endpoint | None:
         """An endpoint to send to now, or None while every one is held by Retry-After."""
         now = self._clock()
-        open_ = [e for e in self._rotation() if e.not_before <= now]
+        open_ = [e for e in self._rotation() if e.not_before <= now and not e.broken]
         if not open_:
             return None
         healthy = [e for e in open_ if e.cooldown_until <= now]
@@ -80,14 +96,33 @@ class EndpointPool:
             return healthy[0]
         return min(healthy, key=lambda e: e.in_flight)  # min keeps the first of ties: rotation
 
+    @property
+    def all_broken(self) -> str:
+        """The first endpoint's reason when every endpoint is broken, else ''."""
+        return self.endpoints[0].broken if all(e.broken for e in self.endpoints) else ""
+
+    def setup_error(self, ep: Endpoint, why: str) -> bool:
+        """``ep`` refused the setup (401/403/404/407); True when that breaks it (to say it once)."""
+        ep.setup_errors += 1
+        if ep.broken or ep.setup_errors < SETUP_ERRORS:
+            return False
+        ep.broken = why
+        return True
+
+    def others(self, ep: Endpoint) -> bool:
+        """Whether an endpoint other than ``ep`` can still be sent to."""
+        return any(e is not ep and not e.broken for e in self.endpoints)
+
     async def acquire(self) -> Endpoint:
         while True:
+            if self.all_broken:
+                raise EndpointsBroken(self.all_broken)
             ep = self.pick()
             if ep is not None:
                 ep.in_flight += 1
                 ep.sent += 1
                 return ep
-            wait = min(e.not_before for e in self.endpoints) - self._clock()
+            wait = min(e.not_before for e in self.endpoints if not e.broken) - self._clock()
             await asyncio.sleep(max(wait, 0.001))
 
     def release(self, ep: Endpoint, *, ok: bool, endpoint_fault: bool, retry_after: float | None = None) -> None:
@@ -99,6 +134,7 @@ class EndpointPool:
             ep.not_before = max(ep.not_before, now + retry_after)
         if ok:
             ep.ok += 1
+            ep.setup_errors = 0
             ep.failures = 0
             ep.cooldown_until = 0.0
         elif endpoint_fault:
@@ -107,4 +143,5 @@ class EndpointPool:
                 ep.cooldown_until = now + self.cooldown_s
 
     def stats(self) -> list[dict[str, object]]:
-        return [{"endpoint": e.label, "sent": e.sent, "ok": e.ok} for e in self.endpoints]
+        return [{"endpoint": e.label, "sent": e.sent, "ok": e.ok, **({"broken": e.broken} if e.broken else {})}
+                for e in self.endpoints]

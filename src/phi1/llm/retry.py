@@ -19,6 +19,16 @@ RETRYABLE_STATUS = frozenset({408, 409, 429})
 REJECTED_STATUS = frozenset({400, 413, 422})
 
 
+# The endpoint refuses the setup, whatever the request: a key (401/403), a model
+# name or path (404), a proxy's credentials (407). Every other request would get
+# the same answer, so that endpoint gets nothing more in this run.
+SETUP_STATUS = frozenset({401, 403, 404, 407})
+
+
+def is_setup_error(status: int) -> bool:
+    return status in SETUP_STATUS
+
+
 def is_retryable_status(status: int) -> bool:
     return status in RETRYABLE_STATUS or status >= 500
 

@@ -155,7 +155,9 @@ class MalformedResponse(ValueError):
     """A 200 reply that is not an OpenAI completion object."""
 
 
-_MAX_TOKENS_COUNT = 2**53  # a count beyond this is not a count
+# No model reads or writes a hundred million tokens in one reply: a larger count is a
+# broken server, not a bill (one such reply would dwarf the cost of the whole run).
+_MAX_TOKENS_COUNT = 10**8
 
 
 def parse_response(path: str, data: Any, n: int = 1) -> tuple[list[str], str | None, dict[str, int] | None]:

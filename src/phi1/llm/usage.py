@@ -28,6 +28,7 @@ class UsageMeter:
     responses: int = 0  # successful live replies
     retries: int = 0
     errors: int = 0  # requests that ended without a reply
+    not_sent: int = 0  # of those, never sent: every endpoint refused the setup, or the client gave up
     prompt_tokens: int = 0  # billed by live replies in this run, as reported
     completion_tokens: int = 0
     usage_missing: int = 0  # live or batch replies without a usage object (tokens estimated)
@@ -121,6 +122,8 @@ class UsageMeter:
             "cost_basis": self.cost_basis,
             "failures": dict(sorted(self.failures.items())),
         }
+        if self.not_sent:
+            out["not_sent"] = self.not_sent
         if self.usage_missing:
             out["usage_missing"] = self.usage_missing
             out["estimated_prompt_tokens"] = self.estimated_prompt_tokens + self.batch_estimated_prompt_tokens
@@ -151,6 +154,8 @@ def describe_usage(usage: dict[str, Any]) -> str:
             f"({usage.get('retries', 0)} retries), {usage.get('cache_hits', 0)} from cache")
     if batch.get("imported"):
         line += f", {batch['imported']} imported from batch files"
+    if usage.get("not_sent"):
+        line += f", {usage['not_sent']} not sent (the endpoint refused the setup or stopped answering)"
     line += f", {tokens:,} prompt + {completion:,} completion tokens"
     if missing:
         line += f" ({missing} replies without usage: their tokens estimated)"
