@@ -228,3 +228,14 @@ def test_the_fallback_says_when_verdicts_are_not_protected(monkeypatch):
         desc = pool.describe()
     assert "VERDICTS ARE NOT PROTECTED" in warnings[0]
     assert "VERDICTS ARE NOT PROTECTED" in desc["warning"]
+
+
+def test_error_messages_cannot_redraw_the_terminal():
+    # a program's exception text goes into per_task.txt / the table: escape sequences shown as "?"
+    from phi1.evaluate.results import Sample, format_table, per_task
+    from phi1.evaluate.sandbox import Execution
+
+    samples = [Sample("T/0", "", {})]
+    rows = per_task(samples, [Execution(False, "failed: \x1b[2K\x1b[1Gpassed\x07\rpassed")], [1])
+    assert rows[0].common_failure == "failed: ?[2K?[1Gpassed?"
+    assert not any(ord(c) < 0x20 and c != "\n" for c in format_table(rows, [1]))

