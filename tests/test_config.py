@@ -129,6 +129,7 @@ def test_cli_rejects_bogus_key_fast_with_nonzero_exit():
     ("pretrain.lr=[1,", "--set pretrain.lr: '[1,' is not a valid TOML value"),
     ('run.name="try1', "--set run.name: '\"try1' is not a valid TOML value"),
     ('tokenize.inputs."synth.textbooks=1', "--set: bad key"),
+    ("decontam.taus=[0.9, 0.9]", "taus lists 0.9 more than once"),
 ])
 def test_hostile_values_are_one_line_naming_the_override(override, message):
     with pytest.raises(ConfigError) as e:

@@ -77,6 +77,8 @@ def test_a_mixture_changes_the_graph(tmp_path):
     ("tokenize.inputs={filter = -1.0}", "tokenize.inputs.filter = -1.0: a weight must be a finite number >= 0"),
     ("tokenize.inputs={filter = inf}", "tokenize.inputs.filter = inf: must be a finite number"),
     ("tokenize.inputs={filter = 1e300}", "tokenize.inputs.filter = 1e+300: a weight is copies per record, at most 1000"),
+    ('decontam.inputs=["mine", "mine"]', "decontam.inputs names 'mine' more than once"),
+    ("generate.model=.", "generate.model: '.' is a folder but not a model folder (no config.json)"),
     ("execute.samples=", "execute.samples is empty: name a dataset"),
 ])
 def test_bad_references_are_one_line_errors_naming_the_key(tmp_path, capsys, override, message):

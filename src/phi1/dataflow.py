@@ -115,6 +115,10 @@ class Graph:
                 items = [(str(k), float(w)) for k, w in value.items()]
             elif isinstance(value, (list, tuple)):
                 items = [(str(k), 1.0) for k in value]
+                twice = sorted({k for k, _ in items if [r for r, _ in items].count(k) > 1})
+                if twice:  # a table cannot repeat a key; a list can, and the dataset would be read twice
+                    raise ConfigError(f"{where} names {', '.join(map(repr, twice))} more than once: "
+                                      "list each dataset once")
             else:
                 raise ConfigError(f"{where} must be a table {{dataset = weight}} or a list of datasets, "
                                   f"got {value!r}")

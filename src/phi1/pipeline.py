@@ -176,9 +176,14 @@ class RunDirectory:
                 checked.add(problems)
             for e in self.graph.plan(name).externals:
                 local = e.ref.startswith(("/", "./", "../", "~")) or e.ref in (".", "..")
-                if local and not Path(e.path).expanduser().exists():
+                path = Path(e.path).expanduser()
+                if local and not path.exists():
                     raise ConfigError(f"{spec.section_name}.{e.key}: {e.ref!r} does not exist (give a folder "
                                       f"that does, a dataset of this run, or a hub name such as microsoft/phi-1)")
+                if e.kind == "model" and path.is_dir() and not (path / "config.json").is_file():
+                    raise ConfigError(f"{spec.section_name}.{e.key}: {e.ref!r} is a folder but not a model folder "
+                                      "(no config.json): give a Hugging Face model folder, a dataset of this run, "
+                                      "or a hub name")
 
     def recover(self) -> None:
         """Finish a swap interrupted between its two renames; drop stale leftovers."""

@@ -58,6 +58,11 @@ class DecontamConfig:
         bad = [t for t in self.taus if not (isinstance(t, (int, float)) and 0 < t <= 1)]
         if bad:
             raise ValueError(f"taus must lie in (0, 1], got {bad}")
+        for key in ("taus", "signals"):
+            values = getattr(self, key)
+            twice = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if twice:
+                raise ValueError(f"{key} lists {', '.join(map(repr, twice))} more than once")
         unknown = [s for s in self.signals if s not in SIGNAL_NAMES]
         if unknown:
             raise ValueError(f"unknown signal(s) {unknown}: signals are {', '.join(SIGNAL_NAMES)}")
