@@ -486,18 +486,23 @@ class SandboxPool:
         if self._closed:
             raise SandboxError("the sandbox pool is closed")
         results: list[Execution | None] = [None] * len(jobs)
-        pending: list[int] = []
+        pending: list[int] = list(range(len(jobs) - 1, -1, -1))  # popped from the end: job order
+        # Bodies are made as jobs are sent and dropped when they finish: a run of a million
+        # samples holds a few, not a copy of every prompt and test.
         bodies: dict[int, bytes] = {}
-        for idx in range(len(jobs) - 1, -1, -1):  # popped from the end: job order
-            body = _body(jobs[idx])
-            if len(body) > self.limits.max_program_mb << 20:
-                results[idx] = Execution(False, f"failed: the program is {len(body) / 2**20:.1f} MiB, over "
-                                                f"the sandbox's limit of {self.limits.max_program_mb} MiB")
-                if on_result is not None:
-                    on_result(idx, results[idx])
-                continue
-            bodies[idx] = body
-            pending.append(idx)
+
+        def body_of(idx: int) -> bytes | None:
+            """The job's body, or None (and its result) when it is over the size limit."""
+            if idx not in bodies:
+                body = _body(jobs[idx])
+                if len(body) > self.limits.max_program_mb << 20:
+                    results[idx] = Execution(False, f"failed: the program is {len(body) / 2**20:.1f} MiB, over "
+                                                    f"the sandbox's limit of {self.limits.max_program_mb} MiB")
+                    if on_result is not None:
+                        on_result(idx, results[idx])
+                    return None
+                bodies[idx] = body
+            return bodies[idx]
 
         def finish(w: _Worker, ex: Execution) -> None:
             idx = w.queue.popleft()
@@ -526,7 +531,11 @@ class SandboxPool:
                     w = self.workers[slot] = self._restart(slot)
                 while pending and len(w.queue) < _QUEUE_DEPTH:
                     idx = pending[-1]
-                    data = self._frames(idx, bodies[idx])
+                    body = body_of(idx)
+                    if body is None:  # too large: failed without running
+                        pending.pop()
+                        continue
+                    data = self._frames(idx, body)
                     if w.queue and len(data) > _PIPELINE_MAX_BYTES:
                         break  # a big request could block us on a full pipe: wait until the worker is idle
                     if not self._send(w, data):  # died while idle: nothing of ours ran; retry elsewhere
