@@ -130,6 +130,8 @@ def test_cli_rejects_bogus_key_fast_with_nonzero_exit():
     ('run.name="try1', "--set run.name: '\"try1' is not a valid TOML value"),
     ('tokenize.inputs."synth.textbooks=1', "--set: bad key"),
     ("decontam.taus=[0.9, 0.9]", "taus lists 0.9 more than once"),
+    # '' is the standard library for python_tree; for a file source it read the current folder
+    ('ingest.sources=[{kind="jsonl", path=""}]', "a jsonl source needs a path"),
 ])
 def test_hostile_values_are_one_line_naming_the_override(override, message):
     with pytest.raises(ConfigError) as e:

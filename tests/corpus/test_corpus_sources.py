@@ -219,3 +219,12 @@ def test_missing_and_empty_sources(tmp_path):
         resolve_sources([SourceConfig(kind="jsonl", path=str(tmp_path / "empty"))], tmp_path / "paths")
     with pytest.raises(InputError, match="no sources"):
         resolve_sources([], tmp_path / "paths")
+
+
+def test_jsonl_with_a_byte_order_mark_keeps_its_first_record(tmp_path):
+    f = tmp_path / "bom.jsonl"
+    f.write_bytes(b"\xef\xbb\xbf" + json.dumps({"text": snippet(0)}).encode() + b"\r\n"
+                  + json.dumps({"text": snippet(1)}).encode() + b"\r\n")
+    sources = resolve_sources([SourceConfig(kind="jsonl", path=str(f))], tmp_path / "paths")
+    docs = [d for ds in read_all(sources, tmp_path / "p", world_size=1).values() for d in ds]
+    assert [d.text for d in docs] == [snippet(0), snippet(1)]

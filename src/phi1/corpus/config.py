@@ -48,6 +48,13 @@ class SourceConfig:
     limit: int = option(-1, ge=-1, doc="python_tree: first N files; hf_disk: first N rows; "
                                        "jsonl/parquet: N documents per task (-1 = all)")
 
+    def __post_init__(self) -> None:
+        if self.kind != "python_tree" and not self.path.strip():
+            # '' means the standard library for python_tree only; for a file source it read the current folder
+            raise ValueError(f"a {self.kind} source needs a path (a file or a folder)")
+        if self.kind != "python_tree" and not self.text_field:
+            raise ValueError(f"a {self.kind} source needs a text_field (the field holding the code)")
+
 
 @dataclass
 class MinhashConfig:

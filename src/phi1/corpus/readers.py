@@ -161,6 +161,8 @@ class JsonlSourceReader(_SourceReader):
         try:
             with open_binary(Path(full)) as f:
                 for lineno, line in enumerate(f, 1):
+                    if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):  # a byte order mark: not a broken record
+                        line = line[3:]
                     if not line.strip():
                         continue
                     try:
