@@ -54,8 +54,8 @@ ALLOWED: tuple[Family, ...] = (
         sync_file_range flock umask utime utimes utimensat utimensat_time64 futimesat copy_file_range
         sendfile sendfile64 splice tee vmsplice ioctl getxattr lgetxattr fgetxattr getxattrat listxattr
         llistxattr flistxattr listxattrat setxattr lsetxattr fsetxattr setxattrat removexattr
-        lremovexattr fremovexattr removexattrat name_to_handle_at cachestat statmount listmount
-        inotify_init inotify_init1 inotify_add_watch inotify_rm_watch fanotify_mark"""),
+        lremovexattr fremovexattr removexattrat cachestat statmount listmount
+        inotify_init inotify_init1 inotify_add_watch inotify_rm_watch"""),
            "file access is decided by the mount namespace, not here: the host is bound read-only, /tmp "
            "and /dev/shm are private size-capped tmpfs, and each program has its own uid"),
     Family("waiting and time", _names("""
@@ -78,7 +78,7 @@ ALLOWED: tuple[Family, ...] = (
     Family("processes and threads", _names("""
         fork vfork execve execveat exit exit_group wait4 waitid waitpid set_tid_address set_robust_list
         get_robust_list futex futex_time64 futex_waitv futex_wake futex_wait futex_requeue rseq
-        arch_prctl set_thread_area get_thread_area modify_ldt getpid getppid gettid getpgid getpgrp
+        arch_prctl set_thread_area get_thread_area getpid getppid gettid getpgid getpgrp
         getsid setsid setpgid sched_yield sched_getaffinity sched_getparam sched_getscheduler
         sched_getattr sched_get_priority_max sched_get_priority_min sched_rr_get_interval
         sched_rr_get_interval_time64 getpriority ioprio_get getrusage getrlimit ugetrlimit setrlimit
@@ -125,9 +125,11 @@ DENIED: tuple[Family, ...] = (
            "a new user namespace has every capability inside it; clone() with namespace flags is "
            "refused too, and clone3() answers ENOSYS because its flags cannot be inspected"),
     Family("kernel attack surface", _names("bpf perf_event_open userfaultfd seccomp landlock_create_ruleset "
-                                           "landlock_add_rule landlock_restrict_self"),
+                                           "landlock_add_rule landlock_restrict_self modify_ldt "
+                                           "name_to_handle_at fanotify_mark"),
            "large kernel interfaces no Python program needs (Docker allows bpf/perf_event_open only "
-           "with a capability)"),
+           "with a capability; modify_ldt, 16-bit segments, had its own privilege escalations; Docker "
+           "refuses name_to_handle_at; fanotify_mark is useless without fanotify_init)"),
     Family("mounts and system administration", _names("""
         mount umount umount2 pivot_root chroot move_mount open_tree fsopen fsconfig fsmount fspick
         mount_setattr sethostname setdomainname reboot kexec_load kexec_file_load init_module
