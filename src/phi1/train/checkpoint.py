@@ -33,7 +33,14 @@ same dropout masks, so it reseeds deterministically from (seed, rank, step).
 `phi1 export` turns either format into a Hugging Face folder.
 
 Writes go to a hidden temporary folder renamed into place, so a crash never
-leaves a checkpoint that looks complete.
+leaves a checkpoint that looks complete; a save that fails (a full disk)
+removes its temporary folder and says which step it could not write, and the
+checkpoints before it stay. A checkpoint that looks complete but is damaged
+(a file missing or cut short, checked from headers and sizes by
+`checkpoint_problem`) is never resumed from: `latest_checkpoint` says so in
+one line and takes the newest whole one; and `prune_checkpoints` counts only
+whole checkpoints among the ones it keeps, so it never deletes the last good
+one because a damaged one is newer.
 """
 
 from __future__ import annotations
@@ -44,8 +51,11 @@ import pickle
 import random
 import re
 import shutil
+import struct
+import sys
 import uuid
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +65,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_model_state_dict, set_state_dict)
 
-from phi1.errors import InputError
+from phi1.errors import InputError, Phi1Error
 from phi1.files import fsync_dir, write_atomic
 from phi1.train.distributed import DistEnv, Parallelized, barrier, broadcast_object, gather_objects
 
@@ -83,9 +93,78 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_checkpoint(root: Path) -> Path | None:
-    found = list_checkpoints(root)
-    return found[-1][1] if found else None
+def latest_checkpoint(root: Path, say: Any = None) -> Path | None:
+    """The newest checkpoint that is whole; each newer damaged one is one line
+    (``say``, default stderr) naming it, why, and what is resumed instead."""
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    for _, path in reversed(list_checkpoints(root)):
+        problem = checkpoint_problem(path)
+        if not problem:
+            return path
+        say(f"checkpoint {path} is damaged ({problem}): not resuming from it; trying the one before")
+    return None
+
+
+def checkpoint_problem(ckpt: Path) -> str:
+    """Why a complete-looking checkpoint cannot be loaded, or '' when it looks whole:
+    a file missing or cut short, a JSON or pickle that does not read. Checked from
+    headers and sizes (safetensors header, zip directory, DCP metadata), not by
+    loading the weights."""
+    ckpt = Path(ckpt)
+    try:
+        state = json.loads((ckpt / TRAINER).read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            return f"{TRAINER} holds no step"
+        json.loads((ckpt / "config.json").read_text())
+        with open(ckpt / "rng.pkl", "rb") as fh:
+            pickle.load(fh)
+        if format_of(ckpt) == "sharded":
+            return _sharded_problem(ckpt / SHARDED)
+        return _safetensors_problem(ckpt / "model.safetensors") or _zip_problem(ckpt / "optimizer.pt")
+    except FileNotFoundError as e:
+        return f"{Path(e.filename or '?').name} is missing"
+    except Exception as e:  # noqa: BLE001 - any unreadable piece makes it damaged
+        return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+
+
+def _safetensors_problem(path: Path) -> str:
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            return f"{path.name} is cut short"
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            return f"{path.name} is cut short"
+        header = json.loads(fh.read(n))
+    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    expected = 8 + n + max(ends, default=0)
+    return "" if size == expected else f"{path.name} has {size:,} bytes, its header says {expected:,}"
+
+
+def _zip_problem(path: Path) -> str:
+    size = path.stat().st_size
+    with zipfile.ZipFile(path) as zf:  # a cut file has no central directory at its end
+        for info in zf.infolist():
+            if info.header_offset + info.compress_size > size:
+                return f"{path.name} is cut short"
+    return ""
+
+
+def _sharded_problem(folder: Path) -> str:
+    meta = dcp.FileSystemReader(str(folder)).read_metadata()
+    needed: dict[str, int] = {}
+    for info in (getattr(meta, "storage_data", None) or {}).values():
+        name = getattr(info, "relative_path", None)
+        if name is not None:
+            needed[name] = max(needed.get(name, 0), int(info.offset) + int(info.length))
+    for name, end in needed.items():
+        shard = folder / name
+        if not shard.is_file():
+            return f"{SHARDED}/{name} is missing"
+        if shard.stat().st_size < end:
+            return f"{SHARDED}/{name} is cut short"
+    return ""
 
 
 def read_trainer_state(ckpt: Path) -> dict[str, Any]:
@@ -151,15 +230,54 @@ def save_checkpoint(
     fmt: str = "full",
 ) -> Path:
     """Write checkpoint ``step`` (collective: every rank calls it); returns its folder."""
-    from safetensors.torch import save_file
-
     if fmt not in FORMATS:
         raise ValueError(f"checkpoint format must be one of {FORMATS}, got {fmt!r}")
     root, final = Path(root), step_dir(root, step)
     tmp = root / broadcast_object(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}" if env.is_main else "", env)
     if env.is_main:
+        _remove_stale(root)  # a save killed earlier: its space is needed now
         tmp.mkdir(parents=True)
     barrier(env)  # the folder exists before any rank writes its shard into it
+    try:
+        _write(tmp, final, root, step, parallel, optimizer, trainer_state, env, tokenizer_dir, fmt)
+    except BaseException as e:
+        full = isinstance(e, Exception) and _disk_full(e, root)
+        if env.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint must not hold the space
+        if full:
+            why = " ".join(str(e).split())[:200] or type(e).__name__
+            raise Phi1Error(f"checkpoint step {step} could not be written to {root} ({why}; the disk is full): "
+                            "the checkpoints before it are kept; make room and re-run the same command to "
+                            "resume from the last one") from e
+        raise
+    barrier(env)
+    return final
+
+
+_ENOSPC_WORDS = ("no space left", "os error 28", "disk quota", "file too large")
+
+
+def _disk_full(e: Exception, root: Path) -> bool:
+    """Whether a failed write looks like a full disk (torch.save says only "unexpected pos")."""
+    if isinstance(e, OSError) and e.errno in (28, 122, 27):  # ENOSPC, EDQUOT, EFBIG
+        return True
+    if any(w in str(e).lower() for w in _ENOSPC_WORDS):
+        return True
+    try:
+        return shutil.disk_usage(root).free < 64 * 2**20
+    except OSError:
+        return False
+
+
+def _remove_stale(root: Path) -> None:
+    for stale in root.glob(".step-*.tmp-*") if root.is_dir() else []:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _write(tmp: Path, final: Path, root: Path, step: int, parallel: Parallelized, optimizer: torch.optim.Optimizer,
+           trainer_state: dict[str, Any], env: DistEnv, tokenizer_dir: Path | None, fmt: str) -> None:
+    from safetensors.torch import save_file
+
     if fmt == "sharded":
         model_sd, optim_sd = get_state_dict(parallel.model, optimizer)
         dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp / SHARDED, no_dist=not _group())
@@ -184,12 +302,14 @@ def save_checkpoint(
                     os.fsync(fh.fileno())
         # Written last: its presence is what makes the folder a checkpoint.
         write_atomic(tmp / TRAINER, json.dumps({**trainer_state, "step": step}, indent=2, sort_keys=True) + "\n")
-        if final.exists():  # the same step written by an earlier attempt
-            shutil.rmtree(final)
+        old = None
+        if final.exists():  # the same step written by an earlier attempt: set aside, not deleted, until replaced
+            old = root / f".{final.name}.tmp-old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
         os.replace(tmp, final)
         fsync_dir(root)
-    barrier(env)
-    return final
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(ckpt: Path, parallel: Parallelized, optimizer: torch.optim.Optimizer | None,
@@ -282,14 +402,20 @@ def reseed(seed: int, rank: int, step: int = 0) -> None:
 
 
 def prune_checkpoints(root: Path, keep_last: int, keep: set[int] = frozenset()) -> list[Path]:
-    """Delete all but the ``keep_last`` newest checkpoints and the steps in ``keep``."""
+    """Delete all but the ``keep_last`` newest whole checkpoints and the steps in
+    ``keep``. A damaged checkpoint never counts among the kept (so a damaged newer
+    one cannot push out the last good one); it is deleted once a whole one is newer
+    (it could never be resumed from), and left alone otherwise."""
     found = list_checkpoints(root)
-    newest = {s for s, _ in found[-keep_last:]}
+    whole = [(s, p) for s, p in found if not checkpoint_problem(p)]
+    newest = {s for s, _ in whole[-keep_last:]}
+    latest_whole = whole[-1][0] if whole else -1
+    good = {s for s, _ in whole}
     removed = []
     for s, p in found:
-        if s not in newest and s not in keep:
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    for stale in Path(root).glob(".step-*.tmp-*") if Path(root).is_dir() else []:
-        shutil.rmtree(stale, ignore_errors=True)
+        if s in newest or s in keep or (s not in good and s > latest_whole):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    _remove_stale(Path(root))
     return removed
