@@ -129,4 +129,6 @@ def test_a_sharded_checkpoint_cut_short_is_found(tiny, tmp_path):
     assert shards
     _cut(shards[0])
     assert "cut short" in checkpoint_problem(ckpt)
-    assert latest_checkpoint(root, say=lambda _: None) is None
+    said: list[str] = []
+    assert latest_checkpoint(root, say=said.append) is None
+    assert len(said) == 2 and said[1] == f"no whole checkpoint in {root}: training starts again from step 0"

@@ -97,11 +97,14 @@ def latest_checkpoint(root: Path, say: Any = None) -> Path | None:
     """The newest checkpoint that is whole; each newer damaged one is one line
     (``say``, default stderr) naming it, why, and what is resumed instead."""
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
-    for _, path in reversed(list_checkpoints(root)):
+    found = list_checkpoints(root)
+    for _, path in reversed(found):
         problem = checkpoint_problem(path)
         if not problem:
             return path
         say(f"checkpoint {path} is damaged ({problem}): not resuming from it; trying the one before")
+    if found:
+        say(f"no whole checkpoint in {root}: training starts again from step 0")
     return None
 
 
