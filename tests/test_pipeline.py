@@ -243,3 +243,16 @@ def test_a_run_folder_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "t").write_text("x")
     with pytest.raises(Phi1Error, match="exists and is not a folder"):
         run(make_cfg(tmp_path))
+
+
+def test_stages_during_a_run_does_not_touch_its_folders(tmp_path):
+    # `phi1 stages` while `phi1 run` holds the run: a swap half done by the run is left to the run
+    cfg = make_cfg(tmp_path)
+    run(cfg)
+    t = tmp_path / "t"
+    os.replace(t / "count", t / "count.partial")  # the run is between its two renames
+    rd = RunDirectory(cfg, toy_stages.TOY)
+    with rd.lock():
+        RunDirectory(cfg, toy_stages.TOY).statuses()
+        assert (t / "count.partial").exists() and not (t / "count").exists()
+    assert RunDirectory(cfg, toy_stages.TOY).statuses()[0].state == "done"  # no run: repaired

@@ -111,7 +111,7 @@ class RunDirectory:
                             {o.name: o for o in spec.outputs(self.config)})
 
     def statuses(self) -> list[StageStatus]:
-        self.recover()
+        self._recover_unless_running()
         out: dict[str, StageStatus] = {}
         for name in self.graph.order:
             out[name] = self.status(self.spec(name), out)
@@ -184,6 +184,24 @@ class RunDirectory:
                     raise ConfigError(f"{spec.section_name}.{e.key}: {e.ref!r} is a folder but not a model folder "
                                       "(no config.json): give a Hugging Face model folder, a dataset of this run, "
                                       "or a hub name")
+
+    def _recover_unless_running(self) -> None:
+        """`recover`, but only when no phi1 process holds the run (`phi1 stages`
+        during a run must not finish that run's swap under it)."""
+        lock = self.path / ".lock"
+        if not lock.is_file():
+            self.recover()
+            return
+        try:
+            fh = open(lock, "a")
+        except OSError:
+            return  # read-only run folder: nothing to repair from here
+        with fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            self.recover()
 
     def recover(self) -> None:
         """Finish a swap interrupted between its two renames; drop stale leftovers."""
