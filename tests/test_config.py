@@ -132,6 +132,10 @@ def test_cli_rejects_bogus_key_fast_with_nonzero_exit():
     ("decontam.taus=[0.9, 0.9]", "taus lists 0.9 more than once"),
     # '' is the standard library for python_tree; for a file source it read the current folder
     ('ingest.sources=[{kind="jsonl", path=""}]', "a jsonl source needs a path"),
+    ("ingest.sources=[]", "sources: give at least one [[ingest.sources]] table"),
+    ("ingest.min_bytes=300000", "min_bytes = 300000 is above max_bytes = 200000"),
+    ("execute.max_file_mb=99999999999999", "execute.max_file_mb = 99999999999999 is out of range"),
+    ("prétrain.lr=1", "unknown key 'prétrain' in [<top level>] (did you mean 'pretrain'?)"),
 ])
 def test_hostile_values_are_one_line_naming_the_override(override, message):
     with pytest.raises(ConfigError) as e:

@@ -244,6 +244,12 @@ def _split_key(key: str) -> list[str]:
     (``tokenize.inputs."synth.textbooks"`` is three parts)."""
     if not key:
         raise ConfigError("--set: bad key ''")
+    if not any(q in key for q in "\"'"):
+        # plain names: split on dots, so a name TOML would not take (prétrain) gets "unknown key" + a suggestion
+        parts = [p.strip() for p in key.split(".")]
+        if any(not p for p in parts):
+            raise ConfigError(f"--set: bad key {key!r}")
+        return parts
     try:
         node: Any = tomllib.loads(f"{key} = 0")
     except tomllib.TOMLDecodeError:

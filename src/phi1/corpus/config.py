@@ -95,3 +95,9 @@ class IngestConfig:
     output_format: Literal["jsonl", "parquet"] = option("jsonl", doc="docs/*.jsonl.gz or docs/*.parquet")
     bytes_per_token: float = option(3.5, gt=0, doc="for the tokens-by-bytes estimate")
     keep_intermediate: bool = option(False, doc="keep tmp/ (cleaned shards, signatures) after success")
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ValueError("sources: give at least one [[ingest.sources]] table (kind, path)")
+        if self.min_bytes > self.max_bytes:  # every file would be dropped
+            raise ValueError(f"min_bytes = {self.min_bytes} is above max_bytes = {self.max_bytes}")

