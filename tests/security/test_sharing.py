@@ -228,6 +228,7 @@ def test_the_fallback_says_when_verdicts_are_not_protected(monkeypatch):
         desc = pool.describe()
     assert "VERDICTS ARE NOT PROTECTED" in warnings[0]
     assert "VERDICTS ARE NOT PROTECTED" in desc["warning"]
+    assert "NOR ARE SECRETS" in desc["warning"]
 
 
 def test_error_messages_cannot_redraw_the_terminal():

@@ -256,7 +256,9 @@ class SandboxPool:
         # rewrite phi1's own files: no verdict is protected from them.
         shared_uid = self._uids is None
         forged = ("; VERDICTS ARE NOT PROTECTED: a program running as this user can write any result "
-                  "(its own and later samples') into the pool's pipes through /proc, or change phi1's files"
+                  "(its own and later samples') into the pool's pipes through /proc, or change phi1's files; "
+                  "NOR ARE SECRETS: it reads this user's files (keys, tokens) and, through /proc, the "
+                  "environment of this user's processes (API keys)"
                   if shared_uid else "")
         self.warning = (
             "phi1 execute runs untrusted code WITHOUT bubblewrap: " + self.reason + ". "
@@ -272,7 +274,9 @@ class SandboxPool:
             "  NOT isolated: the file system (programs can write wherever this user can),",
             "  and processes a program detaches once the pool has ended.",
             *(["  VERDICTS ARE NOT PROTECTED: programs run as this user and can reach the pool's",
-               "  pipes through /proc: a hostile sample can report itself and later samples passed."]
+               "  pipes through /proc: a hostile sample can report itself and later samples passed.",
+               "  NOR ARE SECRETS: they read this user's files and the environment of this user's",
+               "  processes (/proc/<pid>/environ: API keys)."]
               if shared_uid else []),
             "  fix: install bubblewrap (sudo apt-get install bubblewrap, or `make setup` as root)",
             bar,
