@@ -69,6 +69,9 @@ class ResponseCache:
             advice = ("it is damaged; nothing was sent. Move it aside and point llm.cache at a recovered copy "
                       f"(sqlite3 {self.path} .recover | sqlite3 recovered.sqlite) to keep the replies it holds, "
                       "or at a new file to ask everything again")
+        elif "locked" in why:
+            advice = ("another process held it locked for over a minute (another run on the same cache, or a "
+                      "program that has it open); the replies already in it are kept; re-run the same command")
         elif what == "cannot be written":  # a full disk, a read-only file or folder, an I/O error
             advice = ("the replies already in it are kept; make room (or make it writable) and re-run the same "
                       "command: nothing already cached is sent again")
