@@ -228,3 +228,35 @@ def test_jsonl_with_a_byte_order_mark_keeps_its_first_record(tmp_path):
     sources = resolve_sources([SourceConfig(kind="jsonl", path=str(f))], tmp_path / "paths")
     docs = [d for ds in read_all(sources, tmp_path / "p", world_size=1).values() for d in ds]
     assert [d.text for d in docs] == [snippet(0), snippet(1)]
+
+
+def test_a_huge_jsonl_line_is_skipped_without_reading_it_whole(tmp_path, monkeypatch):
+    # a multi-GB "line" (a file that is not JSONL, a dump without newlines) cost its size in memory
+    from phi1.corpus import sources as sources_mod
+
+    f = tmp_path / "huge.jsonl"
+    f.write_bytes(json.dumps({"text": snippet(0)}).encode() + b"\n" + b'{"text": "' + b"x" * 1_200_000 + b'"}\n'
+                  + json.dumps({"text": snippet(1)}).encode() + b"\n" + b'{"text": "' + b"y" * 1_100_000)
+    reads = []
+    real = sources_mod.bounded_lines
+
+    def spy(fh, limit=sources_mod.JSONL_MAX_LINE):
+        reads.append(limit)
+        yield from real(fh, limit)
+
+    monkeypatch.setattr("phi1.corpus.readers.bounded_lines", spy)
+    sources = resolve_sources([SourceConfig(kind="jsonl", path=str(f))], tmp_path / "paths")
+    docs = [d for ds in read_all(sources, tmp_path / "p", world_size=1, max_read_bytes=1000).values() for d in ds]
+    assert [d.text for d in docs] == [snippet(0), snippet(1)]
+    assert reads == [6 * 1000 + (1 << 20)]
+    problems = json.loads(next((tmp_path / "p").glob("*.json")).read_text())["huge.jsonl"]
+    assert [x["at"] for x in problems["first"]] == ["line 2", "line 4"]
+
+
+def test_bounded_lines_keeps_memory_to_the_limit():
+    import io
+
+    from phi1.corpus.sources import bounded_lines
+
+    data = b"a\n" + b"b" * 1000 + b"\n" + b"c\n" + b"d" * 10
+    assert list(bounded_lines(io.BytesIO(data), 100)) == [(b"a\n", 2), (None, 1001), (b"c\n", 2), (b"d" * 10, 10)]

@@ -22,7 +22,8 @@ from datatrove.io import get_shard_from_paths_file
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.readers.base import BaseDiskReader
 
-from phi1.corpus.sources import MAX_PROBLEMS_PER_FILE, ResolvedSource, check_record_fields, open_binary
+from phi1.corpus.sources import (JSONL_MAX_LINE, MAX_PROBLEMS_PER_FILE, ResolvedSource, bounded_lines,
+                                 check_record_fields, open_binary)
 from phi1.errors import InputError
 from phi1.files import write_atomic
 
@@ -160,7 +161,11 @@ class JsonlSourceReader(_SourceReader):
         lineno = 0
         try:
             with open_binary(Path(full)) as f:
-                for lineno, line in enumerate(f, 1):
+                for lineno, (line, size) in enumerate(bounded_lines(f, self._line_limit()), 1):
+                    if line is None:  # far longer than any document ingest keeps: not read whole
+                        self._broken(filepath, lineno, f"line of {size:,} bytes, longer than any document kept "
+                                     f"(ingest.max_bytes); skipped without reading it")
+                        continue
                     if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):  # a byte order mark: not a broken record
                         line = line[3:]
                     if not line.strip():
@@ -190,6 +195,12 @@ class JsonlSourceReader(_SourceReader):
                     yield _doc(s.name, doc_id, text, f"{filepath}:{lineno}", len(text.encode("utf-8", "surrogatepass")))
         except (EOFError, OSError, zlib.error) as e:  # truncated or corrupt .gz: keep what was read
             self._broken(filepath, lineno + 1, f"unreadable from here on ({type(e).__name__}: {e})")
+
+    def _line_limit(self) -> int:
+        # a record's JSON may escape every byte of its text (6 bytes for 1) and carry other fields
+        if self.max_read_bytes < 0:
+            return JSONL_MAX_LINE
+        return min(JSONL_MAX_LINE, 6 * self.max_read_bytes + (1 << 20))
 
     def _broken(self, filepath: str, lineno: int, why: str) -> None:
         self.stat_update("broken_records")
@@ -291,7 +302,7 @@ def build_readers(sources: list[ResolvedSource], problems_dir: str, max_read_byt
         if s.kind == "python_tree":
             readers.append(PythonTreeReader(s, problems_dir, max_read_bytes, progress_dir))
         elif s.kind == "jsonl":
-            readers.append(JsonlSourceReader(s, problems_dir, progress_dir=progress_dir))
+            readers.append(JsonlSourceReader(s, problems_dir, max_read_bytes, progress_dir=progress_dir))
         elif s.kind == "parquet":
             readers.append(ParquetSourceReader(s, problems_dir, progress_dir=progress_dir))
         elif s.kind == "hf_disk":

@@ -275,12 +275,35 @@ def open_binary(path: Path):
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
+JSONL_MAX_LINE = 256 << 20  # no line is read whole beyond this (a 2 GB "line" is not a record)
+
+
+def bounded_lines(f, limit: int = JSONL_MAX_LINE):
+    """``(line, size)`` for each line of binary file ``f``; a line longer than
+    ``limit`` bytes is skipped in chunks and given as ``(None, size)``, so a
+    file that is one huge line costs ``limit`` bytes of memory, not its size."""
+    while True:
+        line = f.readline(limit + 1)
+        if not line:
+            return
+        if len(line) <= limit or line.endswith(b"\n"):
+            yield line, len(line)
+            continue
+        size = len(line)
+        while not line.endswith(b"\n"):
+            line = f.readline(1 << 20)
+            if not line:
+                break
+            size += len(line)
+        yield None, size
+
+
 def _check_jsonl_fields(path: Path, src: SourceConfig, where: str) -> None:
     """The first record that parses must have the text (and id) field."""
     try:
         with open_binary(path) as f:
-            for line in f:
-                if not line.strip():
+            for line, _ in bounded_lines(f):
+                if line is None or not line.strip():
                     continue
                 try:
                     rec = json.loads(line)
