@@ -256,3 +256,27 @@ def test_stages_during_a_run_does_not_touch_its_folders(tmp_path):
         RunDirectory(cfg, toy_stages.TOY).statuses()
         assert (t / "count.partial").exists() and not (t / "count").exists()
     assert RunDirectory(cfg, toy_stages.TOY).statuses()[0].state == "done"  # no run: repaired
+
+
+def test_a_manifest_that_cannot_be_written_keeps_the_finished_work_for_the_next_run(tmp_path, monkeypatch):
+    # disk full at the very end: the attempt record was removed first, so the next run discarded it all
+    import errno
+
+    import phi1.pipeline as pipeline
+
+    cfg = make_cfg(tmp_path)
+    real = pipeline.write_json_atomic
+
+    def full(path, data):
+        if Path(path).name == "manifest.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(pipeline, "write_json_atomic", full)
+    with pytest.raises(OSError):
+        run(cfg)
+    monkeypatch.setattr(pipeline, "write_json_atomic", real)
+    outcomes, text = run(cfg)
+    assert "resuming interrupted attempt" in text and "discarding" not in text
+    assert read_manifest(tmp_path / "t" / "count")["counts"]["computed"] == 0  # nothing redone
+    assert not (tmp_path / "t" / "count" / ".attempt.json").exists()

@@ -484,7 +484,8 @@ class Pipeline:
             "argv": sys.argv,
             **result.extra,
         }
-        (partial / ATTEMPT).unlink(missing_ok=True)
+        # The attempt record stays until the folder is in place: if the manifest cannot be written
+        # (a full disk), the next run resumes this finished work instead of discarding it.
         write_json_atomic(partial / MANIFEST, manifest)
         if final.exists():
             old = rd.path / f"{spec.name}.old-{uuid.uuid4().hex[:8]}"
@@ -493,6 +494,7 @@ class Pipeline:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(partial, final)
+        (final / ATTEMPT).unlink(missing_ok=True)
         for line in result.summary:
             self._say(f"  {spec.name}: {line}")
         if result.failed:
