@@ -280,3 +280,18 @@ def test_a_manifest_that_cannot_be_written_keeps_the_finished_work_for_the_next_
     assert "resuming interrupted attempt" in text and "discarding" not in text
     assert read_manifest(tmp_path / "t" / "count")["counts"]["computed"] == 0  # nothing redone
     assert not (tmp_path / "t" / "count" / ".attempt.json").exists()
+
+
+def test_a_commit_interrupted_before_its_first_rename_is_completed(tmp_path):
+    # re-run of a finished stage, killed after writing the new manifest but before swapping folders
+    cfg = make_cfg(tmp_path)
+    run(cfg)
+    t = tmp_path / "t"
+    import shutil
+
+    shutil.copytree(t / "count", t / "count.partial")
+    m = json.loads((t / "count.partial" / "manifest.json").read_text())
+    (t / "count.partial" / "manifest.json").write_text(json.dumps({**m, "run_id": "newer"}))
+    RunDirectory(cfg, toy_stages.TOY).recover()
+    assert read_manifest(t / "count")["run_id"] == "newer"
+    assert not (t / "count.partial").exists() and not list(t.glob("count.old-*"))

@@ -209,8 +209,14 @@ class RunDirectory:
             return
         for spec in self.stages:
             final, partial = self.stage_dir(spec.name), self.partial_dir(spec.name)
-            if not final.exists() and read_manifest(partial).get("status") == "done":
-                os.replace(partial, final)
+            if read_manifest(partial).get("status") != "done":
+                continue
+            # a committed attempt (its manifest written) is the newest output of the stage, whether the
+            # crash came before the first rename (the previous output still in place) or between the two
+            if final.exists():
+                os.replace(final, self.path / f"{spec.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(partial, final)
+            (final / ATTEMPT).unlink(missing_ok=True)
         for old in self.path.glob("*.old-*"):
             shutil.rmtree(old, ignore_errors=True)
 
