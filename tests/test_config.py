@@ -169,3 +169,8 @@ def test_run_root_with_a_tilde_is_the_home_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     cfg = load_config(REPO / "configs/demo.toml", ["run.root=~/runs", "run.name=x"])
     assert cfg.run_dir == tmp_path / "runs" / "x"
+
+
+@pytest.mark.parametrize("word", ["true", "2024-01-01", "42", "1e3"])
+def test_a_string_key_takes_the_word_as_typed(word):
+    assert load_config(REPO / "configs/demo.toml", [f"run.name={word}"]).run.name == word

@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import hashlib
 import copy
+import datetime
 import json
 import math
 import sys
@@ -230,6 +231,8 @@ def _apply_override(data: dict[str, Any], item: str, plugins: dict[str, Any] | N
                 break
             raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
     value = _parse_override_value(raw.strip(), key)
+    if cls is str and isinstance(value, (bool, int, float, datetime.date, datetime.time)):
+        value = raw.strip()  # a string key takes the word as typed: --set run.name=true, run.name=2024-01-01
     node = data
     for part in parts[:-1]:
         nxt = node.setdefault(part, {})
