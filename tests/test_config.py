@@ -147,7 +147,7 @@ def test_hostile_values_are_one_line_naming_the_override(override, message):
 def test_an_error_names_the_file_only_when_the_file_holds_the_bad_value(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text("[pretrain]\nlr = inf\n")
-    with pytest.raises(ConfigError, match=r"^.*c.toml: pretrain.lr = inf: must be a finite number$"):
+    with pytest.raises(ConfigError, match=r"^.*c.toml:2: pretrain.lr = inf: must be a finite number$"):
         load_config(p, ["run.name=x"])  # a valid override does not take the blame
     p.write_text("[pretrain]\nlr = 0.1\n")
     with pytest.raises(ConfigError, match=r"^--set pretrain.lr: "):
@@ -174,3 +174,25 @@ def test_run_root_with_a_tilde_is_the_home_folder(monkeypatch, tmp_path):
 @pytest.mark.parametrize("word", ["true", "2024-01-01", "42", "1e3"])
 def test_a_string_key_takes_the_word_as_typed(word):
     assert load_config(REPO / "configs/demo.toml", [f"run.name={word}"]).run.name == word
+
+
+def test_a_file_error_names_the_line_of_the_key(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[run]\nname = "x"\n\n[[ingest.sources]]\nkind = "jsonl"\npath = "a"\n'
+                 '[[ingest.sources]]\nkind = "jsnl"\npath = "b"\n\n[tokenize]\nseq_lenn = 5\n')
+    with pytest.raises(ConfigError, match=r"c.toml:8: ingest.sources\[1\].kind = 'jsnl'"):
+        load_config(p)
+    p.write_text(p.read_text().replace("jsnl", "jsonl"))
+    with pytest.raises(ConfigError, match=r"c.toml:12: unknown key 'seq_lenn' in \[tokenize\]"):
+        load_config(p)
+
+
+def test_a_data_flow_error_names_the_line_or_the_override(tmp_path, capsys):
+    from phi1.cli import main
+
+    p = tmp_path / "c.toml"
+    p.write_text(f'[run]\nroot = "{tmp_path}"\n\n[tokenize]\ninputs = {{ filter = 1.0, mine = 1.0 }}\n')
+    assert main(["stages", str(p)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {p}:5: tokenize.inputs: 'mine' is exercises")
+    assert main(["stages", str(p), "--set", "tokenize.inputs={filter=1.0}", "--set", "generate.model=finetun"]) == 2
+    assert capsys.readouterr().err.startswith("error: --set generate.model: generate.model: unknown dataset")

@@ -168,6 +168,15 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if cmd in {s.name for s in all_stages()} and not args.config:
         parser.error(f"{cmd}: --config CONFIG is required" + (" (or give a SAMPLES file)" if cmd == "execute" else ""))
     config = load_config(args.config, args.overrides)
+    try:
+        return _run_config(cmd, args, config)
+    except ConfigError as e:  # a data-flow error: say where the key was set (file line or --set)
+        if e.key and not str(e).startswith(("--set ", f"{config.source}:")):
+            raise ConfigError(f"{config.where_set(e.key)}: {e}") from None
+        raise
+
+
+def _run_config(cmd: str, args: argparse.Namespace, config) -> int:
     from phi1.pipeline import Pipeline
 
     if cmd == "stages":

@@ -85,6 +85,25 @@ class PipelineConfig:
     source: str = field(default="<defaults>", compare=False, repr=False, metadata={"internal": True})
     # Sections of stages registered outside phi1 (entry points, tests): name -> dataclass.
     plugins: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, metadata={"internal": True})
+    # The file's text and the --set overrides, to say where a key was set (`where_set`).
+    source_text: str = field(default="", compare=False, repr=False, metadata={"internal": True})
+    overrides: list[str] = field(default_factory=list, compare=False, repr=False, metadata={"internal": True})
+
+    def where_set(self, key: str) -> str:
+        """Where ``key`` (dotted) got its value: ``--set KEY`` when an override set it
+        (or a table holding it), else ``FILE:LINE`` (``FILE`` when the line is not found)."""
+        parts = _key_parts(key)
+        for item in reversed(self.overrides):
+            name = item.partition("=")[0].strip()
+            try:
+                op = _split_key(name)
+            except ConfigError:
+                continue
+            n = min(len(op), len(parts))
+            if op[:n] == parts[:n]:
+                return f"--set {name}"
+        line = _line_of(self.source_text, key)
+        return f"{self.source}:{line}" if line else self.source
 
     @property
     def run_dir(self) -> Path:
@@ -136,6 +155,7 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     """
     data: dict[str, Any] = {}
     source = "<defaults>"
+    text = ""
     if path is not None:
         p = Path(path)
         source = str(p)
@@ -163,9 +183,64 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     try:
         cfg = _build(data, plugins)
     except ConfigError as e:
-        raise ConfigError(f"{_blame(base, overrides, plugins) or source}: {e}") from None
+        culprit = _blame(base, overrides, plugins)
+        if not culprit and path is not None:
+            line = _line_of(text, e.key)
+            culprit = f"{source}:{line}" if line else source
+        raise ConfigError(f"{culprit or source}: {e}") from None
     cfg.source = source
+    cfg.source_text = text if path is not None else ""
+    cfg.overrides = list(overrides)
     return cfg
+
+
+_BARE_OR_QUOTED = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
+
+
+def _key_parts(key: str) -> list[str]:
+    """``a."b.c"[2].d`` -> ``["a", "b.c", "2", "d"]`` (quotes dropped, indices as parts)."""
+    import re
+
+    parts = []
+    for m in re.finditer(r'"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|\[(\d+)\]|([A-Za-z0-9_-]+)', key):
+        parts.append(next(g for g in m.groups() if g is not None))
+    return parts
+
+
+def _line_of(text: str, key: str) -> int:
+    """The line of ``key`` (a dotted path) in TOML ``text``: where it is set, else
+    the line that sets the table holding it, else its section header; 0 = not found.
+    Best effort, for the error line (tomllib keeps no positions)."""
+    import re
+
+    if not key:
+        return 0
+    target = _key_parts(key)
+    header: list[str] = []
+    arrays: dict[tuple[str, ...], int] = {}
+    best, best_len = 0, 0
+    for n, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        m = re.match(r"^\[\[\s*(.+?)\s*\]\]", s) or re.match(r"^\[\s*(.+?)\s*\]", s)
+        if m and not re.match(rf"^{_BARE_OR_QUOTED}(\s*\.\s*{_BARE_OR_QUOTED})*\s*=", s):
+            header = _key_parts(m.group(1))
+            if s.startswith("[["):  # an array of tables: the n-th header is element n
+                i = arrays.get(tuple(header), -1) + 1
+                arrays[tuple(header)] = i
+                header = [*header, str(i)]
+            path = header
+        else:
+            m = re.match(rf"^({_BARE_OR_QUOTED}(?:\s*\.\s*{_BARE_OR_QUOTED})*)\s*=", s)
+            if not m:
+                continue
+            path = header + _key_parts(m.group(1))
+        if path == target:
+            return n
+        if len(path) > best_len and target[:len(path)] == path:
+            best, best_len = n, len(path)
+    return best
 
 
 def _build(data: dict[str, Any], plugins: dict[str, Any]) -> PipelineConfig:
@@ -309,23 +384,29 @@ def from_dict(cls: Any, data: Any, where: str, extra: dict[str, Any] | None = No
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
-        if key not in hints:
-            if not where:
-                known = [*hints, *(extra or {})]
-                raise ConfigError(
-                    f"unknown section [{key}]{_suggest(key, known)}; a phi1 config has sections: "
-                    + ", ".join(known)
-                )
-            raise ConfigError(f"unknown key {key!r} in {label}{_suggest(key, hints)}")
         dotted = f"{where}.{key}" if where else key
-        kwargs[key] = _coerce(hints[key], value, dotted)
-        _check_range(fields[key], kwargs[key], dotted)
+        try:
+            if key not in hints:
+                if not where:
+                    known = [*hints, *(extra or {})]
+                    raise ConfigError(
+                        f"unknown section [{key}]{_suggest(key, known)}; a phi1 config has sections: "
+                        + ", ".join(known)
+                    )
+                raise ConfigError(f"unknown key {key!r} in {label}{_suggest(key, hints)}")
+            kwargs[key] = _coerce(hints[key], value, dotted)
+            _check_range(fields[key], kwargs[key], dotted)
+        except ConfigError as e:
+            e.key = e.key or dotted  # the innermost key wins (ingest.sources[1].kind, not ingest.sources)
+            raise
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{label}: {e}") from None
+        err = ConfigError(f"{label}: {e}")
+        err.key = where
+        raise err from None
 
 
 def _check_range(f: dataclasses.Field, value: Any, dotted: str) -> None:

@@ -104,7 +104,11 @@ class Graph:
             if not hasattr(section, inp.key):
                 raise ConfigError(f"stage {spec.name!r} declares input {inp.key!r}, but [{spec.section_name}] "
                                   f"has no such key")
-            plan.edges[inp.key] = self._edges(spec, inp, getattr(section, inp.key), where)
+            try:
+                plan.edges[inp.key] = self._edges(spec, inp, getattr(section, inp.key), where)
+            except ConfigError as e:
+                e.key = e.key or where  # the CLI names the file line or the --set that gave it
+                raise
         return plan
 
     def _edges(self, spec: StageSpec, inp: Input, value: Any, where: str) -> list[Edge]:

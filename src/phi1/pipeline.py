@@ -172,16 +172,18 @@ class RunDirectory:
                 try:
                     load_problems(problems)
                 except InputError as e:
-                    raise ConfigError(f"{spec.section_name}.problems = {problems!r}: {e}") from None
+                    err = ConfigError(f"{spec.section_name}.problems = {problems!r}: {e}")
+                    err.key = f"{spec.section_name}.problems"
+                    raise err from None
                 checked.add(problems)
             for e in self.graph.plan(name).externals:
                 local = e.ref.startswith(("/", "./", "../", "~")) or e.ref in (".", "..")
                 path = Path(e.path).expanduser()
                 if local and not path.exists():
-                    raise ConfigError(f"{spec.section_name}.{e.key}: {e.ref!r} does not exist (give a folder "
+                    raise _keyed(f"{spec.section_name}.{e.key}", f"{spec.section_name}.{e.key}: {e.ref!r} does not exist (give a folder "
                                       f"that does, a dataset of this run, or a hub name such as microsoft/phi-1)")
                 if e.kind == "model" and path.is_dir() and not (path / "config.json").is_file():
-                    raise ConfigError(f"{spec.section_name}.{e.key}: {e.ref!r} is a folder but not a model folder "
+                    raise _keyed(f"{spec.section_name}.{e.key}", f"{spec.section_name}.{e.key}: {e.ref!r} is a folder but not a model folder "
                                       "(no config.json): give a Hugging Face model folder, a dataset of this run, "
                                       "or a hub name")
 
@@ -239,6 +241,14 @@ class RunDirectory:
             yield
         finally:
             fh.close()
+
+
+def _keyed(key: str, message: str) -> Exception:
+    from phi1.config import ConfigError
+
+    err = ConfigError(message)
+    err.key = key
+    return err
 
 
 def describe_attempt(partial: Path) -> str:

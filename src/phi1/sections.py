@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 class ConfigError(ValueError):
-    """A configuration problem; its message is one line naming the key."""
+    """A configuration problem; its message is one line naming the key.
+
+    ``key``: the dotted key it is about (``pretrain.lr``, ``ingest.sources[1].kind``,
+    a section name), when known: the loader turns it into the file's line number.
+    """
+
+    key: str = ""
 
 
 _MISSING = dataclasses.MISSING
