@@ -295,3 +295,14 @@ def test_a_commit_interrupted_before_its_first_rename_is_completed(tmp_path):
     RunDirectory(cfg, toy_stages.TOY).recover()
     assert read_manifest(t / "count")["run_id"] == "newer"
     assert not (t / "count.partial").exists() and not list(t.glob("count.old-*"))
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"RANK": "x"}, "RANK='x' is not an integer"),
+    ({"RANK": "3", "WORLD_SIZE": "2"}, "do not fit"),
+])
+def test_a_broken_launcher_environment_is_one_line(tmp_path, monkeypatch, env, words):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(Phi1Error, match=words):
+        Pipeline(make_cfg(tmp_path), stages=toy_stages.TOY)

@@ -48,7 +48,21 @@ from phi1.report import paper_reference, write_report
 from phi1.stage import StageContext, StageResult
 
 ATTEMPT = ".attempt.json"
-RANK_WAIT_S = float(os.environ.get("PHI1_RANK_WAIT_S", 7 * 24 * 3600))  # a stage may train for days
+def _env_number(name: str, default: float, kind: type = float) -> Any:
+    """A number from the environment; anything else is one error line naming the variable."""
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise Phi1Error(f"environment variable {name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if value != value or value < 0 or value == float("inf"):
+        raise Phi1Error(f"environment variable {name}={raw!r} must be a finite number >= 0")
+    return value
+
+
+RANK_WAIT_S = 7 * 24 * 3600.0  # a stage may train for days; PHI1_RANK_WAIT_S overrides (read when used)
 
 __all__ = ["ATTEMPT", "MANIFEST", "Pipeline", "RunDirectory", "StageStatus", "read_manifest"]
 
@@ -266,7 +280,10 @@ def describe_attempt(partial: Path) -> str:
 
 
 def _dist_env() -> tuple[int, int]:
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world = _env_number("RANK", 0, int), _env_number("WORLD_SIZE", 1, int)
+    if not (world >= 1 and rank < world):
+        raise Phi1Error(f"environment variables RANK={rank} and WORLD_SIZE={world} do not fit (0 <= RANK < WORLD_SIZE)")
+    return rank, world
 
 
 class Pipeline:
@@ -590,7 +607,7 @@ class RankLog:
                     return e
             return None
 
-        return _wait_for(found, what=f"rank 0's {field} for stage {stage!r} in {self.path}", timeout=RANK_WAIT_S)
+        return _wait_for(found, what=f"rank 0's {field} for stage {stage!r} in {self.path}", timeout=_env_number("PHI1_RANK_WAIT_S", RANK_WAIT_S))
 
     def _rank_file(self, rank: int) -> Path:
         return self.path.with_name(f"{self.path.name}.rank{rank}")
@@ -614,7 +631,7 @@ class RankLog:
     def wait_returned(self, stage: str, world_size: int) -> None:
         """Rank 0, before committing ``stage``: every follower's function has returned."""
         _wait_for(lambda: all(f"returned:{stage}" in self._said(r) for r in range(1, world_size)),
-                  what=f"the other ranks to finish stage {stage!r}", timeout=RANK_WAIT_S)
+                  what=f"the other ranks to finish stage {stage!r}", timeout=_env_number("PHI1_RANK_WAIT_S", RANK_WAIT_S))
 
     def finish(self, world_size: int, wait: bool = True) -> None:
         """Each follower says it is done; rank 0 removes the logs once all have
