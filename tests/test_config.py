@@ -196,3 +196,17 @@ def test_a_data_flow_error_names_the_line_or_the_override(tmp_path, capsys):
     assert capsys.readouterr().err.startswith(f"error: {p}:5: tokenize.inputs: 'mine' is exercises")
     assert main(["stages", str(p), "--set", "tokenize.inputs={filter=1.0}", "--set", "generate.model=finetun"]) == 2
     assert capsys.readouterr().err.startswith("error: --set generate.model: generate.model: unknown dataset")
+
+
+def test_hostile_sizes_are_short_one_line_errors(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[run]\nname = " + "[" * 50_000 + "]" * 50_000 + "\n")  # RecursionError in tomllib
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="--set run.name: the value is nested too deeply"):
+        load_config(None, ["run.name=" + "[" * 50_000])
+    with pytest.raises(ConfigError, match="name is 300 bytes long: a folder name has at most 255"):
+        load_config(None, ["run.name=" + "x" * 300])
+    with pytest.raises(ConfigError) as e:  # the value is quoted, not echoed whole
+        load_config(None, [f'pretrain.lr="{"x" * 100_000}"'])
+    assert len(str(e.value)) < 300 and "(100,002 characters)" in str(e.value)

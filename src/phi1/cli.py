@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(batch sizes, seq_len, counts) or use a bigger machine; finished stages are kept", file=sys.stderr)
         return 1
     except OSError as e:  # disk full, read-only or vanished folder: one line naming the file, not a traceback
-        where = f": {e.filename}" if e.filename else ""
+        where = f": {str(e.filename)[:300]}" if e.filename else ""
         print(f"error: {e.strerror or e}{where} ({type(e).__name__}); finished stages are kept: "
               "fix that and re-run the same command", file=sys.stderr)
         return 1

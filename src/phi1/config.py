@@ -174,6 +174,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{p} is not a valid TOML config: {e}") from None
+        except RecursionError:
+            raise ConfigError(f"{p} is not a config: values nested too deeply") from None
         if not data:
             raise ConfigError(f"{p} is not a config: it defines no sections")
     plugins = _plugin_sections(stages)
@@ -346,10 +348,12 @@ def _parse_override_value(raw: str, key: str = "") -> Any:
     malformed ``[1, 2`` is an error, not the string "[1, 2"."""
     try:
         return tomllib.loads(f"v = {raw}")["v"]
+    except RecursionError:
+        raise ConfigError(f"--set {key}: the value is nested too deeply") from None
     except tomllib.TOMLDecodeError as e:
         if raw[:1] in ("[", "{", '"', "'"):
             why = str(e).split(" (at line")[0]
-            raise ConfigError(f"--set {key}: {raw!r} is not a valid TOML value ({why})") from None
+            raise ConfigError(f"--set {key}: {_short(raw)} is not a valid TOML value ({why})") from None
         return raw
 
 
@@ -421,7 +425,7 @@ def _check_range(f: dataclasses.Field, value: Any, dotted: str) -> None:
     ):
         bound = m.get(op)
         if bound is not None and not ok(value, bound):
-            raise ConfigError(f"{dotted} = {value!r} is out of range: must be {word} {bound}")
+            raise ConfigError(f"{dotted} = {_short(value)} is out of range: must be {word} {bound}")
 
 
 def _type_name(tp: Any) -> str:
@@ -444,24 +448,24 @@ def _coerce(tp: Any, value: Any, dotted: str) -> Any:
                 return _coerce(a, value, dotted)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{dotted}: {value!r} does not match {tp}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{dotted}: {_short(value)} does not match {tp}")
     if origin is Literal:
         choices = get_args(tp)
         if value not in choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{dotted} = {value!r} is not one of {', '.join(map(repr, choices))}{hint}")
+            raise ConfigError(f"{dotted} = {_short(value)} is not one of {', '.join(map(repr, choices))}{hint}")
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, dotted)
     if origin in (list, tuple):
         if not isinstance(value, list):
-            raise ConfigError(f"{dotted} must be a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{dotted} must be a list, got {type(value).__name__} {_short(value)}")
         (item_tp, *_rest) = get_args(tp) or (Any,)
         return [_coerce(item_tp, v, f"{dotted}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{dotted} must be a table, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{dotted} must be a table, got {type(value).__name__} {_short(value)}")
         _k, v_tp = get_args(tp) or (str, Any)
         return {str(k): _coerce(v_tp, v, f"{dotted}.{k}") for k, v in value.items()}
     if tp is Any:
@@ -477,16 +481,22 @@ def _coerce(tp: Any, value: Any, dotted: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
-                raise ConfigError(f"{dotted} = {value!r}: must be a finite number")
+                raise ConfigError(f"{dotted} = {_short(value)}: must be a finite number")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
             if "\x00" in value:
-                raise ConfigError(f"{dotted} = {value!r} contains a NUL character")
+                raise ConfigError(f"{dotted} = {_short(value)} contains a NUL character")
             return value
     else:  # pragma: no cover - schema error, not user error
         raise ConfigError(f"{dotted}: unsupported field type {tp}")
-    raise ConfigError(f"{dotted} must be {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{dotted} must be {_type_name(tp)}, got {type(value).__name__} {_short(value)}")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error stays one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 INT_LIMIT = 2**63  # what torch, numpy and the manifests' JSON readers take

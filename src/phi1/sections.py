@@ -72,6 +72,9 @@ class RunConfig:
     report: bool = option(True, doc="write <run>/report.html at the end of `phi1 run`", execution=True)
 
     def __post_init__(self) -> None:
+        if len(self.name.encode("utf-8", "surrogatepass")) > 255:
+            raise ValueError(f"name is {len(self.name.encode('utf-8', 'surrogatepass')):,} bytes long: "
+                             "a folder name has at most 255")
         if (not self.name or "/" in self.name or "\\" in self.name or self.name in {".", ".."}
                 or self.name != self.name.strip() or not self.name.isprintable()):
             raise ValueError(f"name must be a plain folder name (no slashes, no control characters, no "
