@@ -11,6 +11,7 @@ from phi1.errors import Phi1Error
 from phi1.reference import DEFAULT_OUT, docs_page
 from phi1.registry import all_stages, get_stage
 
+_FILE_COMMANDS = {"contamination", "export", "report", "config", "synth-plan"}  # no run folder involved
 MAX_TIMEOUT_S = 86400  # per program; larger values kill the sandbox worker (every program then fails)
 _SET_HELP = "override a config key, e.g. --set run.name=try1 --set pretrain.max_steps=10 (repeatable)"
 
@@ -121,8 +122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except OSError as e:  # disk full, read-only or vanished folder: one line naming the file, not a traceback
         where = f": {str(e.filename)[:300]}" if e.filename else ""
-        print(f"error: {e.strerror or e}{where} ({type(e).__name__}); finished stages are kept: "
-              "fix that and re-run the same command", file=sys.stderr)
+        kept = "finished stages are kept: " if args.command not in _FILE_COMMANDS else ""
+        print(f"error: {e.strerror or e}{where} ({type(e).__name__}); {kept}fix that and re-run the same command",
+              file=sys.stderr)
         return 1
 
 

@@ -99,6 +99,7 @@ def test_mbpp_problems(tmp_path, capsys):
     ('{"text": "x"}\n', ["--problems", "mbpp:/nope.jsonl"], "problems file not found"),
     ('{"text": "x"}\n', ["--results", "/nope.jsonl"], "file not found"),
     ("\n\n", [], "no records"),
+    ('\ufeff{"text": "def f(): pass"}\n{broken\n', [], "t.jsonl:2: not valid JSON"),  # a BOM is no error
 ])
 def test_bad_input_is_one_line_and_keeps_the_old_output(tmp_path, capsys, content, args, words):
     train = tmp_path / "t.jsonl"
@@ -117,3 +118,10 @@ def test_out_may_not_be_the_training_file(tmp_path, capsys):
     before = train.read_text()
     assert main(["contamination", str(train), "--out", str(train), *FAST]) == 1
     assert "is the training file itself" in capsys.readouterr().err and train.read_text() == before
+
+
+def test_out_may_not_be_a_folder(tmp_path, capsys):
+    train, _ = exercises_file(tmp_path)
+    assert main(["contamination", str(train), "--out", str(tmp_path), *FAST]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --out {tmp_path} is a folder: give the path of the JSONL file to write"

@@ -74,6 +74,8 @@ def check_file(train: str | Path, out: str | Path, problems: str = "humaneval", 
         raise InputError(f"training file not found: {train}")
     if out.resolve() == train.resolve():
         raise InputError(f"--out {out} is the training file itself: choose another path")
+    if out.is_dir():  # found before the scan, not after it
+        raise InputError(f"--out {out} is a folder: give the path of the JSONL file to write")
     probs = load_problems(problems)
     rates = None
     if results:  # read before the long part: a bad results file fails now
