@@ -80,6 +80,11 @@ def test_slurm_needs_partition(tmp_path):
         load_config(p)
 
 
+def test_a_config_path_that_is_not_a_regular_file_is_refused_without_reading_it():
+    with pytest.raises(ConfigError, match="not a regular file: /dev/zero"):
+        load_config("/dev/zero")  # read_bytes() never returned
+
+
 @pytest.mark.parametrize("content, words", [
     (None, "not found"),
     (b"\x89PNG\r\n\x1a\n\x00\x00binary", "not UTF-8"),

@@ -163,6 +163,11 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
             raise ConfigError(f"config file not found: {p}")
         if p.is_dir():
             raise ConfigError(f"config path is a directory, not a TOML file: {p}")
+        if not p.is_file():  # /dev/zero, a FIFO: reading would never end
+            raise ConfigError(f"config path is not a regular file: {p}")
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{p} is not a config: {p.stat().st_size:,} bytes (a config is at most "
+                              f"{MAX_CONFIG_BYTES >> 20} MiB)")
         try:
             raw = p.read_bytes()
             text = raw.decode("utf-8-sig")  # a byte order mark (Windows editors) is not a syntax error
@@ -270,6 +275,8 @@ def _blame(base: dict[str, Any], overrides: list[str] | tuple[str, ...], plugins
             return f"--set {item.partition('=')[0].strip()}"
     return ""
 
+
+MAX_CONFIG_BYTES = 16 << 20
 
 # Keys that moved: a config that still sets them gets told where they went.
 MOVED = {
