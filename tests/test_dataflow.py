@@ -277,6 +277,9 @@ def test_split_settings_moved_to_run(tmp_path):
     ("generate.problems=humanevl", "generate.problems = 'humanevl': problems file not found: humanevl"),
     ("decontam.problems=mbpp:", "decontam.problems = 'mbpp:': "),
     ("generate.model=/no/such/model", "generate.model: '/no/such/model' does not exist"),
+    # Table 3 joins generate's task ids with decontam's: found only after generating and executing
+    (f"decontam.problems=mbpp:{REPO}/tests/decontam/data/mbpp_sample.jsonl",
+     "execute reads datasets about different problem sets: generate.problems = 'humaneval', decontam.problems"),
 ])
 def test_missing_inputs_outside_the_run_fail_before_the_first_stage(tmp_path, capsys, override, message):
     # found only when generate starts, this is a typo discovered after hours of training

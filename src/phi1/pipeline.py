@@ -190,6 +190,18 @@ class RunDirectory:
                     err.key = f"{spec.section_name}.problems"
                     raise err from None
                 checked.add(problems)
+            # datasets one stage reads together must be about one problem set (execute's Table 3
+            # joins generate's task ids with decontam's: HumanEval samples vs MBPP flags join nothing)
+            sets: dict[str, str] = {}
+            for up in self.graph.plan(name).upstream:
+                spec_up = self.spec(up)
+                up_problems = getattr(self.config.section(spec_up.section_name), "problems", None)
+                if isinstance(up_problems, str):
+                    sets[f"{spec_up.section_name}.problems"] = _problem_set(up_problems)
+            if len(set(sets.values())) > 1:
+                (k1, v1), (k2, v2) = list(sets.items())[:2]
+                raise _keyed(k2, f"{name} reads datasets about different problem sets: {k1} = {v1!r}, "
+                                 f"{k2} = {v2!r}; give both the same")
             for e in self.graph.plan(name).externals:
                 local = e.ref.startswith(("/", "./", "../", "~")) or e.ref in (".", "..")
                 path = Path(e.path).expanduser()
@@ -255,6 +267,15 @@ class RunDirectory:
             yield
         finally:
             fh.close()
+
+
+def _problem_set(spec: str) -> str:
+    """A problems spec in one spelling: 'humaneval', or 'mbpp:' / '' + the resolved path."""
+    text = spec.strip()
+    if text.lower() == "humaneval":
+        return "humaneval"
+    prefix = "mbpp:" if text.lower().startswith("mbpp:") else ""
+    return prefix + str(Path(text[len(prefix):]).expanduser().resolve())
 
 
 def _keyed(key: str, message: str) -> Exception:
