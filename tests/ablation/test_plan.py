@@ -188,3 +188,9 @@ def test_links_never_replace_data(tmp_path):
     os.symlink(os.path.join("..", "elsewhere", "ingest"), seeded[1].path / "ingest")
     link_stages(seeded[1].path, {"ingest": "base"})
     assert os.readlink(seeded[1].path / "ingest") == os.path.join("..", "base", "ingest")
+
+
+def test_a_bad_arm_mixture_names_the_ablation_keys_not_tokenize(tmp_path):
+    cfg = _cfg(tmp_path, "ablation.unfiltered=nope")
+    with pytest.raises(ConfigError, match=r"^ablation arm 'unfiltered' .*ablation.unfiltered.*unknown dataset 'nope'"):
+        split_stages(cfg)

@@ -115,7 +115,11 @@ def split_stages(config: PipelineConfig, stages: Any = None) -> StageSplit:
         needed.add(producer[0].name)
         roots = roots | {producer[0].name}
     for a in arms(config, 0.5):  # the rate only scales a weight: it changes no edge of the graph
-        g = Graph(arm_config(config, a, a.name), stages)
+        try:
+            g = Graph(arm_config(config, a, a.name), stages)
+        except ConfigError as e:  # the mixture is the ablation's, not the file's tokenize.inputs
+            raise ConfigError(f"ablation arm {a.name!r} ({a.label}; from ablation.unfiltered, .filtered, "
+                              f".synthetic, .synthetic_rate): {e}") from None
         todo = list(roots)
         while todo:
             for up in g.plan(todo.pop()).upstream:
