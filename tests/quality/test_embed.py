@@ -237,6 +237,17 @@ def test_cache_ignores_incomplete_shards_and_other_embedders(tmp_path):
         EmbeddingCache(tmp_path / "c", {"key": "other"})
 
 
+def test_cache_ignores_a_vector_shard_cut_short(tmp_path):
+    # damaged on disk after it was written (the header intact, the data not): recomputed, not a traceback
+    cache = EmbeddingCache(tmp_path / "c", {"key": "k1", "name": "n"}, flush_rows=2)
+    keys = [doc_key("a", "1"), doc_key("b", "2")]
+    cache.put(keys, np.arange(8, dtype=np.float32).reshape(2, 4))
+    (shard,) = [p for p in (tmp_path / "c").glob("part-*.npy") if not p.name.endswith(".keys.npy")]
+    shard.write_bytes(shard.read_bytes()[:-8])
+    found, _ = EmbeddingCache(tmp_path / "c", {"key": "k1"}).get(keys)
+    assert found.tolist() == [False, False]
+
+
 def test_cache_grows_by_segments_and_bounds_open_files(tmp_path):
     rng = np.random.default_rng(0)
     cache = EmbeddingCache(tmp_path, {"key": "k"}, flush_rows=10, open_shards=2)

@@ -205,7 +205,10 @@ def _npy_shape(path: Path) -> tuple[int, ...]:
         fmt = np.lib.format
         version = fmt.read_magic(f)
         read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, _fortran, _dtype = read(f)
+        shape, _fortran, dtype = read(f)
+        need = f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if path.stat().st_size < need:  # cut short (a damaged disk, a copy that stopped): not usable
+        raise ValueError(f"{path} is shorter than its header says")
     return tuple(shape)
 
 
