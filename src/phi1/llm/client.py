@@ -29,7 +29,17 @@ What the client guarantees (docs/llm-client.md says how each is tested):
   log or an exception;
 * a reply cut at the token limit is re-asked with more tokens when the caller
   asks for it (``reask_cut``), and otherwise reported as ``truncated``;
-* a reply without usage gets estimated tokens, and the cost says so.
+* a reply without usage gets estimated tokens, and the cost says so;
+* a reply body is read up to ``max_reply_mb``, never more (an endless body
+  cannot fill memory); redirects are never followed (the key goes only to
+  ``base_urls``); loopback endpoints never go through an environment proxy;
+* an endpoint that refuses the setup (401/403/404/407, three in a row) gets
+  nothing more, and when all do, the requests not yet sent fail at once;
+* when nothing has succeeded for ``give_up_after_s``, the client gives up:
+  every request has ended within ``give_up_after_s + timeout_s`` of the last
+  reply;
+* each endpoint's congestion window (slow start, then AIMD on timeouts,
+  429, 503) keeps it from being sent more than it can take.
 
 Any other 4xx becomes the result's ``error`` at once. A reply is committed to
 the cache the moment it arrives, so a killed run loses nothing and its re-run
@@ -149,7 +159,7 @@ class LLMClient:
         self.cache = ResponseCache(cache_path) if cache_path is not None else None
         self.meter = UsageMeter(cfg.price_per_1m_input, cfg.price_per_1m_output, cfg.batch_price_factor)
         self.pool = EndpointPool(cfg.base_urls, cfg.load_balance, cfg.endpoint_max_failures,
-                                 cfg.endpoint_cooldown_s) if cfg.base_urls else None
+                                 cfg.endpoint_cooldown_s, max_in_flight=cfg.concurrency) if cfg.base_urls else None
         self._rpm = RateLimiter(cfg.requests_per_minute)
         self._tpm = RateLimiter(cfg.tokens_per_minute)
         self._rng = random.Random(seed)  # backoff jitter only
@@ -408,12 +418,14 @@ class LLMClient:
                     self.pool.release(ep, ok=False, endpoint_fault=False)
                 return self._not_sent(key, attempt, f"not sent: {self._given_up()}")
             self.meter.sent += 1
+            started = time.monotonic()
             try:
                 o = await self._send(http, ep, path, body)
             except BaseException:
                 self.pool.release(ep, ok=False, endpoint_fault=False)
                 raise
-            self.pool.release(ep, ok=o.ok, endpoint_fault=not o.ok and o.retryable, retry_after=o.retry_after)
+            self.pool.release(ep, ok=o.ok, endpoint_fault=not o.ok and o.retryable, retry_after=o.retry_after,
+                              congested=o.reason in _CONGESTED, started=started)
             if o.retry_after_header is not None:
                 self._say_hold(ep, o)
             if o.ok:
@@ -574,6 +586,10 @@ class LLMClient:
             if out.retry_after_asked is not None:
                 out.retry_after = min(out.retry_after_asked, self.cfg.retry_after_max_s)
         return out
+
+
+# Failures that say the endpoint is overloaded: its congestion window halves (`EndpointPool`).
+_CONGESTED = frozenset({"timeout", "429", "503", "408"})
 
 
 def _choices(body: dict[str, Any]) -> int:

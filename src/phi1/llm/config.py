@@ -28,7 +28,10 @@ class LLMConfig:
     model: str = option("", doc="model name sent with each request")
     api_key_env: str = option(
         "OPENAI_API_KEY", execution=True, doc="environment variable holding the key ('' = none)")
-    concurrency: int = option(16, ge=1, execution=True, doc="requests in flight at once (all endpoints together)")
+    concurrency: int = option(
+        16, ge=1, execution=True,
+        doc="most requests in flight at once (all endpoints together); each endpoint starts at 8 and grows as "
+        "replies come, and halves on timeouts, 429 and 503, so an endpoint is not sent more than it can take")
     requests_per_minute: float = option(0, ge=0, execution=True, doc="0 = unlimited")
     tokens_per_minute: float = option(
         0, ge=0, execution=True, doc="prompt + max_tokens, estimated before sending; 0 = unlimited")
