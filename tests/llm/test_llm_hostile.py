@@ -219,8 +219,9 @@ def test_a_redirect_is_not_followed_and_the_key_never_reaches_the_other_host(ope
                                                                              status):
     monkeypatch.setenv("PHI1_TEST_KEY", KEY)
     elsewhere = openai_server_factory()  # another origin (another port is another origin)
-    srv = openai_server_factory(rules=[(lambda r: True, Fault.redirect(elsewhere.base_url + "/chat/completions",
-                                                                       status))])
+    # The Location quotes the key (a server echoing it into a URL): it is redacted like any error text.
+    srv = openai_server_factory(rules=[(lambda r: True, Fault.redirect(
+        elsewhere.base_url + f"/chat/completions?api_key={KEY}", status))])
     results, usage = run_chat(_cfg(srv.base_url, api_key_env="PHI1_TEST_KEY"), None, _chats(3), progress=False)
     assert elsewhere.requests == []
     assert all(not r.ok and r.attempts == 1 and f"HTTP {status}" in r.error and "not followed" in r.error
