@@ -266,3 +266,23 @@ def test_cache_grows_by_segments_and_bounds_open_files(tmp_path):
     assert len(reopened) == 50
     found, got = reopened.get(all_keys)
     np.testing.assert_array_equal(got, np.concatenate(all_vecs))
+
+
+@pytest.mark.parametrize("damage", ["vectors_cut", "ids_not_json", "ids_not_a_list"])
+def test_a_damaged_embed_output_is_one_line_saying_to_re_run_embed(tmp_path, damage):
+    import json
+
+    from phi1.errors import InputError
+    from phi1.quality.embed import EMBEDDER, IDS, VECTORS, EmbeddingTable
+
+    np.save(tmp_path / VECTORS, np.ones((3, 4), np.float32))
+    (tmp_path / IDS).write_text(json.dumps(["a", "b", "c"]))
+    (tmp_path / EMBEDDER).write_text("{}")
+    if damage == "vectors_cut":
+        (tmp_path / VECTORS).write_bytes((tmp_path / VECTORS).read_bytes()[:-8])
+    elif damage == "ids_not_json":
+        (tmp_path / IDS).write_text('["a", "b"')
+    else:
+        (tmp_path / IDS).write_text('{"a": 1}')
+    with pytest.raises(InputError, match=r"is damaged .*re-run embed"):
+        EmbeddingTable(tmp_path)

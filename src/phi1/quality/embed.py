@@ -165,9 +165,16 @@ class EmbeddingTable:
             if not (folder / name).exists():
                 raise InputError(f"{folder / name} not found: is {folder} the output of the embed stage?")
         self.folder = folder
-        self.vectors = np.load(folder / VECTORS, mmap_mode="r")
-        self.ids: list[str] = json.loads((folder / IDS).read_text())
-        self.embedder: dict[str, Any] = json.loads((folder / EMBEDDER).read_text())
+        try:
+            self.vectors = np.load(folder / VECTORS, mmap_mode="r")
+            self.ids: list[str] = json.loads((folder / IDS).read_text())
+            self.embedder: dict[str, Any] = json.loads((folder / EMBEDDER).read_text())
+        except (OSError, ValueError, EOFError) as e:  # damaged after embed wrote it (JSONDecodeError is a ValueError)
+            raise InputError(f"{folder} is damaged ({type(e).__name__}: {str(e)[:120]}): re-run embed "
+                             "(phi1 run CONFIG --from embed)") from None
+        if not isinstance(self.ids, list) or not isinstance(self.embedder, dict) or self.vectors.ndim != 2:
+            raise InputError(f"{folder} is damaged (ids.json, embedder.json or vectors.npy has the wrong shape): "
+                             "re-run embed (phi1 run CONFIG --from embed)")
         if len(self.ids) != len(self.vectors):
             raise InputError(f"{folder}: {len(self.ids)} ids for {len(self.vectors)} vectors")
         self.row = {doc_id: i for i, doc_id in enumerate(self.ids)}
