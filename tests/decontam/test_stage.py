@@ -126,3 +126,14 @@ def test_second_run_is_current_even_with_other_execution_settings(run, tmp_path)
     src = cfg.source
     other = load_config(src, ["decontam.batch_size=7", "decontam.executor.workers=2"], stages=STAGES)
     assert set(Pipeline(other, stages=STAGES).run().values()) == {"current"}
+
+
+def test_a_broken_exercise_record_names_its_file_and_line():
+    from types import SimpleNamespace
+
+    from phi1.decontam.steps import exercise_adapter
+    from phi1.errors import InputError
+
+    reader = SimpleNamespace(data_folder=SimpleNamespace(path="/runs/x/mine"))
+    with pytest.raises(InputError, match=r"^/runs/x/mine/train.jsonl.gz:2: not an exercise record"):
+        exercise_adapter(reader, {"a": 1}, "train.jsonl.gz", 1)

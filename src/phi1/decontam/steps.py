@@ -35,7 +35,11 @@ def exercise_adapter(reader: Any, data: dict, path: str, id_in_file: int | str) 
     """datatrove adapter for exercise records: text = prompt + solution."""
     prompt, solution = data.get("prompt"), data.get("solution")
     if not isinstance(prompt, str) or not isinstance(solution, str):
-        raise InputError(f"{path}: record {id_in_file} is not an exercise record (string 'prompt' and 'solution')")
+        # datatrove gives the path relative to the reader's folder and a 0-based record number
+        folder = getattr(getattr(reader, "data_folder", None), "path", "")
+        where = str(Path(folder) / path) if folder else path
+        line = f":{int(id_in_file) + 1}" if isinstance(id_in_file, int) else f" (record {id_in_file})"
+        raise InputError(f"{where}{line}: not an exercise record (string 'prompt' and 'solution')")
     rid = data.get("id")
     return {"text": prompt + solution, "id": str(rid) if rid is not None else f"{path}/{id_in_file}",
             "metadata": {KIND_KEY: EXERCISE_KIND, "path": f"{path}:{int(id_in_file) + 1}"
