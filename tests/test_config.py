@@ -215,3 +215,11 @@ def test_hostile_sizes_are_short_one_line_errors(tmp_path):
     with pytest.raises(ConfigError) as e:  # the value is quoted, not echoed whole
         load_config(None, [f'pretrain.lr="{"x" * 100_000}"'])
     assert len(str(e.value)) < 300 and "(100,002 characters)" in str(e.value)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ('"filter"', {"filter": 1.0}),  # as docs/configuration.md says: one string = that dataset alone
+    ('["filter", "synth.textbooks"]', {"filter": 1.0, "synth.textbooks": 1.0}),  # a list = weight 1 each
+])
+def test_a_mixture_takes_a_string_or_a_list_as_documented(value, expected):
+    assert load_config(REPO / "configs/demo.toml", [f"tokenize.inputs={value}"]).tokenize.inputs == expected

@@ -471,9 +471,17 @@ def _coerce(tp: Any, value: Any, dotted: str) -> Any:
         (item_tp, *_rest) = get_args(tp) or (Any,)
         return [_coerce(item_tp, v, f"{dotted}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
+        _k, v_tp = get_args(tp) or (str, Any)
+        if v_tp is float and isinstance(value, str):  # a mixture: one dataset alone
+            value = {value: 1.0} if value else {}
+        elif v_tp is float and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            twice = sorted({v for v in value if value.count(v) > 1})
+            if twice:
+                raise ConfigError(f"{dotted} names {', '.join(map(repr, twice))} more than once: list each "
+                                  "dataset once (or give a table of weights)")
+            value = {v: 1.0 for v in value}  # a mixture: weight 1 each
         if not isinstance(value, dict):
             raise ConfigError(f"{dotted} must be a table, got {type(value).__name__} {_short(value)}")
-        _k, v_tp = get_args(tp) or (str, Any)
         return {str(k): _coerce(v_tp, v, f"{dotted}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
