@@ -91,6 +91,7 @@ class Fault:
     message: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     transform: Callable[[dict[str, Any]], Any] | None = None
+    code: str | None = None  # the error body's "code" (an ``error``), e.g. "insufficient_quota"
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -111,9 +112,9 @@ class Fault:
         return cls("400")
 
     @classmethod
-    def error(cls, status: int, message: str) -> "Fault":
-        """An OpenAI-style error body with this message (e.g. one quoting the key)."""
-        return cls("error", status=status, message=message)
+    def error(cls, status: int, message: str, code: str | None = None) -> "Fault":
+        """An OpenAI-style error body with this message (e.g. one quoting the key) and code."""
+        return cls("error", status=status, message=message, code=code)
 
     @classmethod
     def redirect(cls, location: str, status: int = 307) -> "Fault":
@@ -584,7 +585,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(req.status, _error_body(msg, "server_error" if kind == "500" else "invalid_request_error"))
         elif kind == "error":
             req.status = fault.status
-            self._send_json(fault.status, _error_body(fault.message, "invalid_request_error"), dict(fault.headers))
+            self._send_json(fault.status, _error_body(fault.message, "invalid_request_error", fault.code),
+                            dict(fault.headers))
         elif kind == "slow":
             owner._stop.wait(fault.delay)
             self._hang_up()

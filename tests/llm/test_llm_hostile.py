@@ -230,8 +230,9 @@ def test_a_redirect_is_not_followed_and_the_key_never_reaches_the_other_host(ope
 
 
 @pytest.mark.parametrize("fault", [Fault("401"), Fault.error(403, "Project does not have access"),
-                                   Fault.error(404, "The model `test-model` does not exist")],
-                         ids=["401", "403", "404-model"])
+                                   Fault.error(404, "The model `test-model` does not exist"),
+                                   Fault.error(429, "You exceeded your current quota", "insufficient_quota")],
+                         ids=["401", "403", "404-model", "429-no-quota-left"])
 def test_a_wrong_key_or_model_stops_the_run_after_a_few_requests(openai_server_factory, fault):
     srv = openai_server_factory(rules=[(lambda r: True, fault)])
     notices: list[str] = []

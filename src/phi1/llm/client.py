@@ -112,6 +112,7 @@ class _Outcome:
     retry_after: float | None = None  # the wait to honour (capped)
     retry_after_asked: float | None = None  # what the server asked for (None: absent or unusable)
     retry_after_header: str | None = None  # the header as sent, for the notice
+    setup: bool = False  # the endpoint refuses the setup (a key, a model, an exhausted quota), not this request
 
 
 def _url_secrets(urls: Sequence[str]) -> list[str]:
@@ -443,7 +444,7 @@ class LLMClient:
             self._tpm.adjust(estimate)  # a failed attempt consumed no tokens
             self.meter.failures[o.reason] += 1
             last = o.message
-            setup = o.reason.isdigit() and is_setup_error(int(o.reason))
+            setup = o.setup
             if o.retryable or setup:  # the endpoint is failing (a refusal of one request shows it is alive)
                 self._last_failure, self._last_error = time.monotonic(), o.message
             else:
@@ -579,7 +580,12 @@ class LLMClient:
                 f"HTTP {status} from {where}: redirect to {where_to or '(no Location)'} not followed (the key goes "
                 "only to llm.base_urls: put the final URL there)"))
         message = clean(f"HTTP {status} from {where}: {_error_message(resp, content)}")
-        out = _Outcome(False, reason=str(status), message=message, retryable=is_retryable_status(status))
+        out = _Outcome(False, reason=str(status), message=message, retryable=is_retryable_status(status),
+                       setup=is_setup_error(status))
+        if status == 429 and _error_code(content) in _QUOTA_CODES:
+            # No money left on the account (OpenAI's 429 insufficient_quota): waiting does not help.
+            out.reason, out.retryable, out.setup = "quota", False, True
+            return out
         if status in (429, 503):
             out.retry_after_header = retry_after_text(resp.headers)
             out.retry_after_asked = parse_retry_after(resp.headers)
@@ -614,6 +620,21 @@ async def _read_capped(resp: httpx.Response, cap: int) -> bytes:
             raise _TooLarge(f"more than {cap:,} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "billing_not_active"})
+
+
+def _error_code(content: bytes) -> str:
+    """``error.code`` (or ``error.type``) of an OpenAI-style error body, or ''."""
+    try:
+        err = json.loads(content).get("error")
+    except Exception:  # noqa: BLE001 - not JSON, not an object: no code
+        return ""
+    if not isinstance(err, dict):
+        return ""
+    code = err.get("code") or err.get("type") or ""
+    return code if isinstance(code, str) else ""
 
 
 def _error_text(data: Any) -> str:
