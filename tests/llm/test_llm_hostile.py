@@ -229,6 +229,21 @@ def test_a_redirect_is_not_followed_and_the_key_never_reaches_the_other_host(ope
     assert KEY not in json.dumps([r.error for r in results]) + json.dumps(usage)
 
 
+def test_a_reply_that_quotes_the_key_is_masked_before_it_is_stored(openai_server_factory, tmp_path, monkeypatch):
+    """A hostile endpoint echoes the Authorization header into its answer: the key must not
+    reach the cache, the results (and from there labels.jsonl, which people publish)."""
+    monkeypatch.setenv("PHI1_TEST_KEY", KEY)
+    srv = openai_server_factory(responder=lambda r: f"Your header was {r.headers['authorization']}.\nScore: 3")
+    notices: list[str] = []
+    path = tmp_path / "c.sqlite"
+    for _ in range(2):  # live, then from the cache
+        results, _ = run_chat(_cfg(srv.base_url, api_key_env="PHI1_TEST_KEY"), path, _chats(3), progress=False,
+                              log=notices.append)
+        assert all(r.ok and r.text == "Your header was Bearer ***.\nScore: 3" for r in results)
+    assert len(srv.requests) == 3 and len(notices) == 1 and "quoted the API key" in notices[0]
+    assert not any(KEY.encode() in p.read_bytes() for p in tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("fault", [Fault("401"), Fault.error(403, "Project does not have access"),
                                    Fault.error(404, "The model `test-model` does not exist"),
                                    Fault.error(429, "You exceeded your current quota", "insufficient_quota")],

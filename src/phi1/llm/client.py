@@ -174,6 +174,7 @@ class LLMClient:
         self._last_error = ""
         self._gave_up = ""  # why the client stopped sending (no endpoint answered for give_up_after_s)
         self._stop: asyncio.Event | None = None  # set when the client gives up: ends backoff sleeps and waits
+        self._quoted_key: set[str] = set()  # endpoints whose replies quoted the key (said once)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -573,6 +574,13 @@ class LLMClient:
                 why = f"an error object: {said}" if said else f"{type(e).__name__}: {e}"
                 return _Outcome(False, reason="malformed", retryable=True,
                                 message=clean(f"malformed reply from {where} ({why})"))
+            if self.redactor.secrets:  # a reply quoting the key: masked before it is stored or used
+                data, quoted = _mask_secrets(data, self.redactor.secrets)
+                if quoted:
+                    texts, finish, usage = parse_response(path, data, _choices(body))
+                    if where not in self._quoted_key:
+                        self._quoted_key.add(where)
+                        self.log(f"a reply from {where} quoted the API key: masked (***) before it was stored")
             return _Outcome(True, texts, finish, usage, data)
         if 300 <= status < 400:  # never followed: the key must not travel to wherever it points
             where_to = resp.headers.get("location", "")
@@ -601,6 +609,18 @@ _CONGESTED = frozenset({"timeout", "429", "503", "408"})
 def _choices(body: dict[str, Any]) -> int:
     n = body.get("n", 1)
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+
+
+def _mask_secrets(data: Any, secrets: Sequence[str]) -> tuple[Any, bool]:
+    """``data`` with every secret in its strings replaced by ``***``; whether any was found."""
+    from phi1.llm.redact import MASK
+
+    dumped = json.dumps(data, ensure_ascii=False)
+    if not any(s in dumped for s in secrets):
+        return data, False
+    for s in secrets:
+        dumped = dumped.replace(s, MASK)
+    return json.loads(dumped), True
 
 
 class _TooLarge(Exception):
