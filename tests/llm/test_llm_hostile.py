@@ -242,6 +242,11 @@ def test_a_reply_that_quotes_the_key_is_masked_before_it_is_stored(openai_server
         assert all(r.ok and r.text == "Your header was Bearer ***.\nScore: 3" for r in results)
     assert len(srv.requests) == 3 and len(notices) == 1 and "quoted the API key" in notices[0]
     assert not any(KEY.encode() in p.read_bytes() for p in tmp_path.iterdir())
+    # A placeholder key (vLLM's "EMPTY") is not a secret to mask out of the data.
+    monkeypatch.setenv("PHI1_TEST_KEY", "EMPTY")
+    srv = openai_server_factory(responder=lambda r: "EMPTY = object()  # a sentinel\nScore: 3")
+    results, _ = run_chat(_cfg(srv.base_url, api_key_env="PHI1_TEST_KEY"), None, _chats(1), progress=False)
+    assert results[0].text.startswith("EMPTY = object()")
 
 
 @pytest.mark.parametrize("fault", [Fault("401"), Fault.error(403, "Project does not have access"),

@@ -88,6 +88,9 @@ from phi1.llm.usage import UsageMeter
 
 CACHE_OFF = "off"
 HOLD_NOTICE_S = 1.0  # a Retry-After hold this long or longer is said on screen
+# Shortest secret masked inside a reply: a real key is longer, and a placeholder such as
+# vLLM's "EMPTY" must not be masked out of the data (code says EMPTY).
+REPLY_SECRET = 16
 
 
 def resolve_cache_path(cfg: LLMConfig, run_dir: str | Path) -> Path | None:
@@ -574,8 +577,9 @@ class LLMClient:
                 why = f"an error object: {said}" if said else f"{type(e).__name__}: {e}"
                 return _Outcome(False, reason="malformed", retryable=True,
                                 message=clean(f"malformed reply from {where} ({why})"))
-            if self.redactor.secrets:  # a reply quoting the key: masked before it is stored or used
-                data, quoted = _mask_secrets(data, self.redactor.secrets)
+            secrets = [x for x in self.redactor.secrets if len(x) >= REPLY_SECRET]
+            if secrets:  # a reply quoting the key: masked before it is stored or used
+                data, quoted = _mask_secrets(data, secrets)
                 if quoted:
                     texts, finish, usage = parse_response(path, data, _choices(body))
                     if where not in self._quoted_key:
