@@ -306,3 +306,24 @@ def test_a_broken_launcher_environment_is_one_line(tmp_path, monkeypatch, env, w
         monkeypatch.setenv(k, v)
     with pytest.raises(Phi1Error, match=words):
         Pipeline(make_cfg(tmp_path), stages=toy_stages.TOY)
+
+
+def test_a_left_over_process_holding_the_lock_is_named_by_pid(tmp_path):
+    # a worker that outlived its SIGKILLed phi1 keeps the lock (inherited): the user needs its pid
+    cfg = make_cfg(tmp_path)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / ".lock").write_text("999999999\n")  # the killed holder's pid: gone
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
+                               str(tmp_path / "t" / ".lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(Phi1Error) as e:
+            run(cfg)
+        assert f"(pid {holder.pid}); wait for it" in str(e.value) and f"kill {holder.pid}" in str(e.value)
+        assert "999999999" not in str(e.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run(cfg)[0] == {"count": "ran", "double": "ran"}
+    assert (tmp_path / "t" / ".lock").read_text().strip() == str(os.getpid())

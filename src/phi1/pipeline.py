@@ -252,7 +252,7 @@ class RunDirectory:
     def lock(self) -> Iterator[None]:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path / ".lock", "w")
+            fh = open(self.path / ".lock", "a+")  # not "w": the holder's pid in it stays readable
         except FileExistsError:
             raise Phi1Error(f"run folder {self.path} exists and is not a folder (or its parent is a file): "
                             "choose another run.root / run.name") from None
@@ -263,7 +263,11 @@ class RunDirectory:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise Phi1Error(f"another phi1 process is running in {self.path}") from None
+                raise Phi1Error(f"another phi1 process is running in {self.path}{_lock_holders(fh)}") from None
+            with contextlib.suppress(OSError):
+                fh.truncate(0)
+                fh.write(f"{os.getpid()}\n")
+                fh.flush()
             yield
         finally:
             fh.close()
@@ -276,6 +280,39 @@ def _problem_set(spec: str) -> str:
         return "humaneval"
     prefix = "mbpp:" if text.lower().startswith("mbpp:") else ""
     return prefix + str(Path(text[len(prefix):]).expanduser().resolve())
+
+
+def _lock_holders(fh: Any) -> str:
+    """Who holds a run's lock, for the error line: the pid the holder wrote, and
+    (Linux) every process with the lock file open — a worker left running after
+    its phi1 was killed (SIGKILL, the OOM killer) keeps the lock, and the user
+    needs its pid to stop it."""
+    pids: list[int] = []
+    with contextlib.suppress(OSError, ValueError):
+        fh.seek(0)
+        pids.append(int(fh.read().split()[0]))
+    target = os.path.realpath(fh.name)
+    with contextlib.suppress(OSError):
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid() or int(proc.name) in pids:
+                continue
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                    pids.append(int(proc.name))
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        except PermissionError:
+            pass
+        alive.append(pid)
+    if not alive:
+        return ""
+    listed = " ".join(map(str, alive))
+    return (f" (pid {listed}); wait for it to finish, or if its phi1 was killed and it is left over, stop it: "
+            f"kill {listed}")
 
 
 def _keyed(key: str, message: str) -> Exception:
