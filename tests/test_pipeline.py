@@ -146,7 +146,7 @@ def _driver(tmp_path, items, delay, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_kill_mid_stage_then_resume_without_redoing_work(tmp_path, sig):
     proc = _driver(tmp_path, items=40, delay=0.05)
     log = tmp_path / "t" / "count.partial" / "work.log"

@@ -100,15 +100,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _SigTerm:
+    """SIGTERM (``scancel``, a Slurm time limit, ``kill``, a container stop)
+    handled like Ctrl-C in the main process: the same unwinding (in-flight LLM
+    requests cancelled, the stage left as an interrupted attempt to resume),
+    then one line and exit status 143.
+
+    The handler hands the signal to whatever handles SIGINT at that moment:
+    Python's, which raises KeyboardInterrupt, or asyncio's while an event loop
+    runs, which cancels the main task first (an exception raised inside a task
+    would leave it unretrieved, and a traceback at exit). Not installed under
+    torchrun, whose agent stops ranks itself and must not wait on a rank
+    blocked in a collective, nor where a handler is already set; a process
+    forked from this one dies of the signal as before."""
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def install(self) -> None:
+        import os
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread() or "TORCHELASTIC_RUN_ID" in os.environ:
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        owner = os.getpid()
+
+        def handler(signum: int, frame: object) -> None:
+            if os.getpid() != owner:  # a forked child: the default action
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            self.received = True
+            on_int = signal.getsignal(signal.SIGINT)
+            if callable(on_int):
+                on_int(signal.SIGINT, frame)
+            else:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    sigterm = _SigTerm()
+    sigterm.install()
     try:
         return _dispatch(parser, args)
     except (ConfigError, Phi1Error) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError) else 1
     except KeyboardInterrupt:
+        if sigterm.received:
+            print("\nterminated (SIGTERM): re-run the same command to resume", file=sys.stderr)
+            return 143
         print("\ninterrupted: re-run the same command to resume", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `phi1 stages ... | head`
