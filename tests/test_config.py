@@ -130,6 +130,7 @@ def test_cli_rejects_bogus_key_fast_with_nonzero_exit():
     (r"run.name=a\b", "plain folder name"),
     ('run.name=" "', "plain folder name"),
     (r'run.name="x\ty"', "plain folder name"),
+    (r'run.root="/tmp/a\nb"', "root must be a path without control characters"),
     # a value that starts like a TOML list/string/table must be one (not silently the string "[1,")
     ("pretrain.lr=[1,", "--set pretrain.lr: '[1,' is not a valid TOML value"),
     ('run.name="try1', "--set run.name: '\"try1' is not a valid TOML value"),

@@ -72,6 +72,8 @@ class RunConfig:
     report: bool = option(True, doc="write <run>/report.html at the end of `phi1 run`", execution=True)
 
     def __post_init__(self) -> None:
+        if not self.root.isprintable():  # a line break in a path breaks every one-line message naming it
+            raise ValueError(f"root must be a path without control characters (line breaks, tabs), got {self.root!r}")
         if len(self.name.encode("utf-8", "surrogatepass")) > 255:
             raise ValueError(f"name is {len(self.name.encode('utf-8', 'surrogatepass')):,} bytes long: "
                              "a folder name has at most 255")
