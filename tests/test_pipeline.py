@@ -327,3 +327,13 @@ def test_a_left_over_process_holding_the_lock_is_named_by_pid(tmp_path):
         holder.wait()
     assert run(cfg)[0] == {"count": "ran", "double": "ran"}
     assert (tmp_path / "t" / ".lock").read_text().strip() == str(os.getpid())
+
+
+def test_a_folder_without_manifest_where_a_stage_goes_is_not_replaced(tmp_path):
+    # phi1 renames only folders holding a manifest into place: this one is the user's
+    cfg = make_cfg(tmp_path)
+    (tmp_path / "t" / "count").mkdir(parents=True)
+    (tmp_path / "t" / "count" / "notes.txt").write_text("mine")
+    with pytest.raises(Phi1Error, match="holds no manifest.json: it is not a finished phi1 stage"):
+        run(cfg)
+    assert (tmp_path / "t" / "count" / "notes.txt").read_text() == "mine"

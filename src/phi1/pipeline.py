@@ -526,6 +526,12 @@ class Pipeline:
         """Rank 0: run one stage into ``<stage>.partial`` and commit it."""
         rd = self.rundir
         partial = rd.partial_dir(spec.name)
+        final = rd.stage_dir(spec.name)
+        if final.is_dir() and not (final / MANIFEST).exists():
+            # phi1 only ever renames a folder with a manifest into place: this one is someone else's,
+            # and committing the stage would replace (delete) it
+            raise Phi1Error(f"{final} exists but holds no {MANIFEST}: it is not a finished phi1 stage; move it out "
+                            "of the run folder (phi1 does not delete what it did not write)")
         attempt = {**rd.identity(spec), "attempt_id": uuid.uuid4().hex}
         resumed = self._prepare(spec, attempt, why, forced)
         self._say(f"{spec.name}: running ({why or 'pending'}){' — resuming interrupted attempt' if resumed else ''}")
