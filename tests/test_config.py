@@ -55,6 +55,7 @@ def test_set_overrides_any_key_type_checked(tmp_path):
         ("nosuchsection.x=1", ["nosuchsection"]),
         ("run.name=a/b", ["[run]", "plain folder name"]),
         ("noequals", ["KEY=VALUE"]),
+        ("model.preset=huge", ["model.preset", "not one of", "phi-1-small"]),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, words):

@@ -26,7 +26,8 @@ class ModelConfig:
     from the packed data (``tokenize.seq_len``) unless overridden here.
     """
 
-    preset: str = option("tiny", doc="phi-1 | phi-1-small | tiny | nano")
+    preset: Literal["phi-1", "phi-1-small", "tiny", "nano"] = option(
+        "tiny", doc="the architecture: phi-1 (1.3B), phi-1-small (350M), tiny (the demo's), nano (tests)")
     n_layer: int = option(0, ge=0, doc="decoder layers")
     n_embd: int = option(0, ge=0, doc="hidden size")
     n_inner: int = option(0, ge=0, doc="MLP size")
