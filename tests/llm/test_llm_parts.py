@@ -130,6 +130,9 @@ def test_cache_and_batch_files(tmp_path):
     broken.write_text('{"custom_id": "a", "response": {"status_code": 200, "body": {}}}\n{oops\n')
     with pytest.raises(InputError, match=r"out\.jsonl:2: invalid JSON"):
         list(read_batch_output(broken))
+    broken.write_bytes(b'\xef\xbb\xbf{"custom_id": "a", "response": {"status_code": 200, "body": {}}}\n\xff\xfe{}\n')
+    with pytest.raises(InputError, match=r"out\.jsonl:2: not UTF-8 text"):  # a BOM on line 1 is fine
+        list(read_batch_output(broken))
 
 
 def test_the_test_server_produces_the_faults_it_claims():

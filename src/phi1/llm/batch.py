@@ -87,11 +87,16 @@ def read_batch_output(path: str | Path) -> Iterator[BatchOutputLine]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"batch output file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"{where}: not UTF-8 text (byte {e.start + 1} of the line); is this a "
+                                 "Batch API output file?") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
