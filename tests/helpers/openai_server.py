@@ -493,9 +493,13 @@ class _Handler(BaseHTTPRequestHandler):
             if stop.wait(delay):
                 self._hang_up()
                 return
-            self.wfile.write(data[i:i + 1])
-            self.wfile.flush()
-            req.sent_bytes = i + 1
+            req.sent_bytes = i + 1  # counted before the client can see it (a test reads it once the reply is in)
+            try:
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+            except OSError:
+                req.sent_bytes = i
+                raise
 
     def _hang_up(self) -> None:
         self.close_connection = True
