@@ -111,3 +111,29 @@ def test_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch):
     rc = main(["run", str(REPO / "configs/demo.toml"), "--set", f"run.root={tmp_path}"])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and err.startswith("error: out of memory") and len(err.splitlines()) == 1
+
+
+def test_an_unexpected_exception_is_one_line_with_the_traceback_kept(tmp_path, capsys, monkeypatch):
+    # a bug, or a damaged file no check foresaw, deep in a stage: one line naming the error and where the
+    # traceback went; PHI1_TRACEBACK=1 raises it as before
+    import phi1.pipeline
+
+    def broken(self, *a, **k):
+        raise ValueError("a field no reader expected\nsecond line")
+
+    monkeypatch.setattr(phi1.pipeline.Pipeline, "run", broken)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.delenv("PHI1_TRACEBACK", raising=False)
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    rc = main(["run", str(REPO / "configs/demo.toml"), "--set", f"run.root={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: unexpected ValueError: a field no reader expected second line -- ") and "Traceback" not in err
+    saved = list(tmp_path.glob("phi1-traceback-*.txt"))
+    assert len(saved) == 1 and str(saved[0]) in err
+    assert "Traceback (most recent call last)" in saved[0].read_text() and "broken" in saved[0].read_text()
+    monkeypatch.setenv("PHI1_TRACEBACK", "1")
+    with pytest.raises(ValueError):
+        main(["run", str(REPO / "configs/demo.toml"), "--set", f"run.root={tmp_path}"])

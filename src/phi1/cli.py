@@ -174,6 +174,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e.strerror or e}{where} ({type(e).__name__}); {kept}fix that and re-run the same command",
               file=sys.stderr)
         return 1
+    except Exception as e:  # a bug, or an input no check caught: one line, the traceback kept in a file
+        import os
+
+        if os.environ.get("PHI1_TRACEBACK"):
+            raise
+        saved = _save_traceback(e)
+        text = " ".join(str(e).split())[:300]
+        print(f"error: unexpected {type(e).__name__}{': ' + text if text else ''} -- a phi1 bug or an input it "
+              f"does not check; traceback in {saved} (PHI1_TRACEBACK=1 shows it here); finished stages are kept",
+              file=sys.stderr)
+        return 1
+
+
+def _save_traceback(e: BaseException) -> str:
+    """Write ``e``'s traceback to a new file in the temp folder; its path (or why not)."""
+    import tempfile
+    import time
+    import traceback
+
+    try:
+        fd, path = tempfile.mkstemp(prefix=time.strftime("phi1-traceback-%Y%m%d-%H%M%S-"), suffix=".txt")
+        with open(fd, "w", encoding="utf-8", errors="backslashreplace") as f:
+            f.write("phi1 " + " ".join(sys.argv[1:]) + "\n\n")
+            f.write("".join(traceback.format_exception(e)))
+        return path
+    except OSError as err:
+        return f"(not saved: {err.strerror or err})"
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
