@@ -73,6 +73,10 @@ def test_references_follow_the_benchmark_and_stage_variants():
     # a variant of a stage (ablation arms, seeds) reads like its family
     assert paper_reference("pretrain.filtered", manifest("pretrain")) == paper_reference("pretrain", manifest("pretrain"))
     assert paper_reference("synth.textbooks", {}).startswith("paper: <1B tokens of synthetic textbooks")
+    # synth offline: nothing generated, said as such (it read "here ? kept")
+    offline = {"counts": {"textbooks_asked": 200, "textbooks_kept": 0, "exercises_asked": 400, "exercises_kept": 0}}
+    assert paper_reference("synth", offline).endswith("here 0 textbooks, 0 exercises kept")
+    assert paper_reference("synth", {}).endswith("here none yet")
     assert paper_reference("embed", manifest("embed")) is None
     assert paper_reference("something-new", {"metrics": {}}) is None
 

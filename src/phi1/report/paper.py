@@ -226,9 +226,12 @@ def _grade(m: dict[str, Any]) -> str:
 
 def _synth(m: dict[str, Any]) -> str:
     kept = {k: _num(m, "metrics", k, "kept") for k in ("textbooks", "exercises")}
+    for k in kept:  # the counts are there even when the metrics are not (nothing generated offline)
+        if kept[k] is None:
+            kept[k] = _num(m, "counts", f"{k}_kept")
     here = ", ".join(f"{human(v)} {k}" for k, v in kept.items() if v is not None)
     return (f"paper: <{fig('textbook_tokens')} of synthetic textbooks and {human(FIGURES['exercises'].value)}"
-            f" exercises (~{fig('exercise_tokens')}), both by GPT-3.5; here {here or '?'} kept")
+            f" exercises (~{fig('exercise_tokens')}), both by GPT-3.5; here {here + ' kept' if here else 'none yet'}")
 
 
 def _decontam(m: dict[str, Any]) -> str:
