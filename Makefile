@@ -46,6 +46,7 @@ bench: setup
 	$(PY) bench/train_throughput.py
 	$(PY) bench/execute_throughput.py
 	$(PY) bench/decontam_throughput.py
+	$(PY) bench/demo_stages.py
 
 docs: setup
 	$(VENV)/bin/phi1 config --reference
