@@ -19,8 +19,12 @@ from phi1.errors import Phi1Error
 MANIFEST = "manifest.json"
 
 
-def read_manifest(stage_dir: Path) -> dict[str, Any]:
-    """The manifest in ``stage_dir`` ({} when there is none); a corrupt one is an error."""
+def read_manifest(stage_dir: Path, *, check_fields: bool = True) -> dict[str, Any]:
+    """The manifest in ``stage_dir`` ({} when there is none); a corrupt one is an error.
+
+    ``check_fields``: also refuse fields the pipeline reads that have the
+    wrong type (a hand edit). Readers that take each field as it comes (the
+    report: a bad field costs its figure, not the section) pass False."""
     path = Path(stage_dir) / MANIFEST
     try:
         data = json.loads(path.read_text())
@@ -35,7 +39,7 @@ def read_manifest(stage_dir: Path) -> dict[str, Any]:
         raise Phi1Error(f"corrupt manifest {path}: {e}; delete that stage folder to re-run it") from None
     if not isinstance(data, dict):
         raise Phi1Error(f"corrupt manifest {path}: not a JSON object; delete that stage folder to re-run it")
-    for key, types, what in _FIELDS:
+    for key, types, what in (_FIELDS if check_fields else ()):
         if key in data and not (isinstance(data[key], types) and not isinstance(data[key], bool)
                                 and _inner_ok(key, data[key])):
             raise Phi1Error(f"corrupt manifest {path}: {key!r} must be {what}, got {json.dumps(data[key])[:60]}; "
