@@ -16,24 +16,12 @@ import pytest
 from helpers.openai_server import Fault, openai_server_factory  # noqa: F401 (fixture)
 from phi1.errors import Phi1Error
 from phi1.llm import ChatRequest, CompletionRequest, LLMClient, LLMConfig, ResponseCache, run_chat, run_completions
+from helpers.llm_cases import KEY, chats, llm_cfg
 from phi1.llm.batch import import_batch_output
 from phi1.llm.redact import ERROR_CHARS, FRAGMENT, Redactor
 from phi1.llm.retry import parse_retry_after
 from phi1.llm.schema import CHAT_PATH, COMPLETIONS_PATH, MalformedResponse, parse_response
 from phi1.llm.usage import describe_usage as describe
-
-FAST = dict(model="test-model", api_key_env="", backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=5.0)
-# A key with no lowercase hex and no common words, so any piece of it found in an output is a leak.
-KEY = "sk-QZ7WKX9PMR4TVB8NJH2YLG6USD3FQC5XWZK"
-
-
-def _cfg(*urls: str, **kw) -> LLMConfig:
-    return LLMConfig(base_urls=list(urls), **{**FAST, **kw})
-
-
-def _chats(n: int, tag: str = "q") -> list[ChatRequest]:
-    return [ChatRequest([{"role": "user", "content": f"{tag} {i}"}]) for i in range(n)]
-
 
 def _index(req) -> int:
     return int(req.last_user_message.split()[-1])
@@ -50,7 +38,7 @@ def leaked_pieces(text: str, key: str = KEY, piece: int = 5) -> list[str]:
 def test_a_trickled_reply_is_cut_off_by_the_attempt_deadline(openai_server_factory):
     # Each byte arrives well within any per-read timeout; the whole reply would take ~13 s.
     srv = openai_server_factory(responder=lambda r: "x" * 400, per_request_faults=[Fault.trickle(0.02)])
-    results, usage = run_chat(_cfg(srv.base_url, timeout_s=1.0, concurrency=2), None, _chats(2), progress=False)
+    results, usage = run_chat(llm_cfg(srv.base_url, timeout_s=1.0, concurrency=2), None, chats(2), progress=False)
     assert all(r.ok and r.text == "x" * 400 and r.attempts == 2 for r in results)
     trickled = [r for r in srv.requests if r.outcome == "trickle"]
     assert len(trickled) == 2
@@ -84,9 +72,9 @@ def test_a_huge_retry_after_waits_the_cap_and_says_so_once(openai_server_factory
     srv = openai_server_factory(retry_after=None)
     srv.inject(*[fault] * 4)  # four requests in flight all get it
     lines: list[str] = []
-    cfg = _cfg(srv.base_url, retry_after_max_s=0.4, concurrency=4)
+    cfg = llm_cfg(srv.base_url, retry_after_max_s=0.4, concurrency=4)
     t0 = time.monotonic()
-    results, usage = run_chat(cfg, None, _chats(4), progress=False, log=lines.append)
+    results, usage = run_chat(cfg, None, chats(4), progress=False, log=lines.append)
     assert all(r.ok for r in results) and usage["failures"] == {"429": 4}
     assert time.monotonic() - t0 < 30  # not an hour
     first = min(r.received_at for r in srv.requests if r.outcome == "429")
@@ -104,7 +92,7 @@ def test_a_non_finite_retry_after_is_ignored_with_a_notice(openai_server_factory
     srv = openai_server_factory(retry_after=None)
     srv.inject(Fault.too_many(value), Fault.too_many(value))
     lines: list[str] = []
-    results, usage = run_chat(_cfg(srv.base_url, concurrency=1), None, _chats(2), progress=False,
+    results, usage = run_chat(llm_cfg(srv.base_url, concurrency=1), None, chats(2), progress=False,
                               log=lines.append)
     assert all(r.ok for r in results) and usage["retries"] == 2
     notices = [ln for ln in lines if "not a finite number of seconds" in ln]
@@ -115,7 +103,7 @@ def test_a_short_retry_after_is_honoured_without_a_notice(openai_server_factory)
     srv = openai_server_factory()
     srv.inject(Fault.too_many(0.3))
     lines: list[str] = []
-    results, _ = run_chat(_cfg(srv.base_url, concurrency=1), None, _chats(1), progress=False, log=lines.append)
+    results, _ = run_chat(llm_cfg(srv.base_url, concurrency=1), None, chats(1), progress=False, log=lines.append)
     first, second = srv.requests
     assert results[0].ok and second.received_at - first.received_at >= 0.29 and lines == []
 
@@ -161,8 +149,8 @@ def test_the_key_inside_long_error_texts_never_leaks(openai_server_factory, monk
 
     srv = openai_server_factory(api_key=KEY, rules=[(lambda r: True, error_for)])
     lines: list[str] = []
-    cfg = _cfg(srv.base_url, api_key_env="PHI1_FAULT_KEY", max_retries=0, concurrency=4)
-    results, usage = run_chat(cfg, None, _chats(2 * len(offsets) + 1), progress=True, log=lines.append)
+    cfg = llm_cfg(srv.base_url, api_key_env="PHI1_FAULT_KEY", max_retries=0, concurrency=4)
+    results, usage = run_chat(cfg, None, chats(2 * len(offsets) + 1), progress=True, log=lines.append)
     assert all(r.error for r in results)
     assert any(r.error.startswith("HTTP 400") for r in results)
     assert any(r.error.startswith("gave up after 1 attempts: HTTP 500") for r in results)
@@ -181,20 +169,20 @@ def test_a_key_an_http_header_cannot_carry_is_one_clear_line(openai_server_facto
     srv = openai_server_factory()
     monkeypatch.setenv("PHI1_FAULT_KEY", "sk-abc\ndef-ghijklmnop")
     with pytest.raises(Phi1Error, match="PHI1_FAULT_KEY.*cannot carry") as info:
-        run_chat(_cfg(srv.base_url, api_key_env="PHI1_FAULT_KEY"), None, _chats(1), progress=False)
+        run_chat(llm_cfg(srv.base_url, api_key_env="PHI1_FAULT_KEY"), None, chats(1), progress=False)
     assert "ghijkl" not in str(info.value) and srv.requests == []
     monkeypatch.setenv("PHI1_FAULT_KEY", f"  {KEY}\n")  # pasted with blanks: they are not part of it
     srv2 = openai_server_factory(api_key=KEY)
-    results, _ = run_chat(_cfg(srv2.base_url, api_key_env="PHI1_FAULT_KEY"), None, _chats(1), progress=False)
+    results, _ = run_chat(llm_cfg(srv2.base_url, api_key_env="PHI1_FAULT_KEY"), None, chats(1), progress=False)
     assert results[0].ok
 
 
 @pytest.mark.parametrize("url", ["localhost:8000/v1", "ftp://h/v1", "http:///v1", "http://h:port/v1", ""])
 def test_a_base_url_that_is_not_http_is_one_clear_line(url):
     with pytest.raises(Phi1Error, match="llm.base_urls: .* is not an http"):
-        LLMClient(_cfg(url))
+        LLMClient(llm_cfg(url))
     with pytest.raises(Phi1Error) as info:
-        LLMClient(_cfg("user:" + KEY + "@host/v1"))
+        LLMClient(llm_cfg("user:" + KEY + "@host/v1"))
     assert KEY not in str(info.value)
 
 
@@ -234,7 +222,7 @@ def test_malformed_replies_of_every_kind_are_retried_and_never_stop_the_others(o
         return SHAPES[i] if i < n_bad else Fault("slow_ok", delay=0.3)  # the others are in flight meanwhile
 
     srv = openai_server_factory(responder=lambda r: f"answer {_index(r)}", rules=[(lambda r: True, first_try)])
-    results, usage = run_chat(_cfg(srv.base_url, concurrency=8, max_retries=2), None, _chats(n_bad + 12),
+    results, usage = run_chat(llm_cfg(srv.base_url, concurrency=8, max_retries=2), None, chats(n_bad + 12),
                               progress=False)
     assert [r.error for r in results] == [None] * len(results)
     assert [r.text for r in results] == [f"answer {i}" for i in range(len(results))]
@@ -245,8 +233,8 @@ def test_malformed_replies_of_every_kind_are_retried_and_never_stop_the_others(o
 
 def test_a_reply_that_stays_malformed_is_a_failed_request_not_a_crash(openai_server_factory, tmp_path):
     srv = openai_server_factory(rules=[(lambda r: "bad" in r.prompt_text, Fault.undecodable())])
-    reqs = _chats(3) + [ChatRequest([{"role": "user", "content": "bad 9"}])]
-    results, usage = run_chat(_cfg(srv.base_url, max_retries=2), tmp_path / "c.sqlite", reqs, progress=False)
+    reqs = chats(3) + [ChatRequest([{"role": "user", "content": "bad 9"}])]
+    results, usage = run_chat(llm_cfg(srv.base_url, max_retries=2), tmp_path / "c.sqlite", reqs, progress=False)
     assert all(r.ok for r in results[:3])
     assert results[3].error.startswith("gave up after 3 attempts: undecodable reply")
     assert usage["errors"] == 1 and usage["failures"] == {"malformed": 3}
@@ -333,7 +321,7 @@ def test_fuzzed_reply_shapes_through_the_server(openai_server_factory):
         return Fault.shape(mutations[_index(req)]) if req.attempt == 1 else None
 
     srv = openai_server_factory(rules=[(lambda r: True, first_try)])
-    results, usage = run_chat(_cfg(srv.base_url, concurrency=8, max_retries=1), None, _chats(40), progress=False)
+    results, usage = run_chat(llm_cfg(srv.base_url, concurrency=8, max_retries=1), None, chats(40), progress=False)
     assert all(r.ok for r in results)
     assert all(_well_typed(r.texts, r.finish_reason, r.usage, 1) for r in results)
     assert usage["failures"].get("malformed", 0) == sum(r.attempts == 2 for r in results) > 20
@@ -347,13 +335,13 @@ def test_a_cut_reply_is_reasked_with_more_tokens_then_reported(openai_server_fac
     srv = openai_server_factory(responder=lambda r: long_text)
     cache = tmp_path / "c.sqlite"
     # without reask_cut (generate's case) the cut reply comes back as it is, flagged
-    plain, _ = run_chat(_cfg(srv.base_url, max_tokens=100), cache, _chats(2), progress=False)
+    plain, _ = run_chat(llm_cfg(srv.base_url, max_tokens=100), cache, chats(2), progress=False)
     assert all(r.ok and r.truncated and r.finish_reason == "length" and r.cut_reasks == 0 for r in plain)
     assert all(len(r.text) == 400 for r in plain)
 
     srv.reset_log()
     lines: list[str] = []
-    results, usage = run_chat(_cfg(srv.base_url, max_tokens=100), cache, _chats(2), progress=False,
+    results, usage = run_chat(llm_cfg(srv.base_url, max_tokens=100), cache, chats(2), progress=False,
                               reask_cut=True, log=lines.append)
     # 100 -> 200 tokens (still cut) -> only one re-ask by default: reported as cut
     assert all(r.truncated and r.cut_reasks == 1 for r in results)
@@ -361,19 +349,19 @@ def test_a_cut_reply_is_reasked_with_more_tokens_then_reported(openai_server_fac
     assert usage["cut_reasks"] == 2 and any("cut at the token limit" in ln for ln in lines)
 
     srv.reset_log()
-    results, usage = run_chat(_cfg(srv.base_url, max_tokens=100, cut_retries=3), cache, _chats(2),
+    results, usage = run_chat(llm_cfg(srv.base_url, max_tokens=100, cut_retries=3), cache, chats(2),
                               progress=False, reask_cut=True)
     assert all(r.ok and not r.truncated and r.text == long_text and r.cut_reasks == 2 for r in results)
     assert sorted(r.body["max_tokens"] for r in srv.requests) == [400, 400]
 
     srv.reset_log()
-    again, usage = run_chat(_cfg(srv.base_url, max_tokens=100, cut_retries=3), cache, _chats(2), progress=False,
+    again, usage = run_chat(llm_cfg(srv.base_url, max_tokens=100, cut_retries=3), cache, chats(2), progress=False,
                             reask_cut=True)
     assert [r.text for r in again] == [r.text for r in results] and srv.requests == []  # replayed from the cache
     assert usage["sent"] == 0 and usage["cost_usd"] == 0
 
     # factor 1: the same request would be cut again, so it is not re-sent
-    still, _ = run_completions(_cfg(srv.base_url, max_tokens=50, cut_max_tokens_factor=1.0), None,
+    still, _ = run_completions(llm_cfg(srv.base_url, max_tokens=50, cut_max_tokens_factor=1.0), None,
                                [CompletionRequest("p")], progress=False, reask_cut=True)
     assert still[0].truncated and still[0].cut_reasks == 0 and len(srv.requests) == 1
 
@@ -381,7 +369,7 @@ def test_a_cut_reply_is_reasked_with_more_tokens_then_reported(openai_server_fac
 def test_a_forced_cut_keeps_finish_reason_length(openai_server_factory):
     srv = openai_server_factory(responder=lambda r: "Point 1: valid code. Educational score: 1 and more",
                                 rules=[(lambda r: True, Fault.cut())])
-    results, _ = run_chat(_cfg(srv.base_url), None, _chats(1), progress=False, reask_cut=True)
+    results, _ = run_chat(llm_cfg(srv.base_url), None, chats(1), progress=False, reask_cut=True)
     assert results[0].truncated and results[0].cut_reasks == 1 and len(srv.requests) == 2
 
 
@@ -392,7 +380,7 @@ def test_missing_usage_is_estimated_and_the_cost_says_so(openai_server_factory, 
     srv = openai_server_factory(responder=lambda r: "y" * 80, per_request_faults=[],
                                 rules=[(lambda r: _index(r) < 3, Fault.no_usage())])
     priced = dict(price_per_1m_input=2.0, price_per_1m_output=8.0)
-    results, usage = run_chat(_cfg(srv.base_url, **priced), tmp_path / "c.sqlite", _chats(5), progress=False)
+    results, usage = run_chat(llm_cfg(srv.base_url, **priced), tmp_path / "c.sqlite", chats(5), progress=False)
     assert all(r.ok for r in results)
     assert [r.usage_estimated for r in results] == [True] * 3 + [False] * 2
     assert all(r.usage["completion_tokens"] == 20 and r.usage["prompt_tokens"] >= 1 for r in results)
@@ -405,11 +393,11 @@ def test_missing_usage_is_estimated_and_the_cost_says_so(openai_server_factory, 
     assert all(r.cost_usd is not None and r.cost_usd > 0 for r in results)
 
     # no prices configured: the cost is unknown, never a confident $0.0000
-    _, unpriced = run_chat(_cfg(srv.base_url), None, _chats(2, "other"), progress=False)
+    _, unpriced = run_chat(llm_cfg(srv.base_url), None, chats(2, "other"), progress=False)
     assert unpriced["cost_usd"] is None and unpriced["cost_basis"] == "unpriced"
     assert "cost unknown" in describe(unpriced) and "$0.0000" not in describe(unpriced)
     # everything from the cache: nothing was bought, and that is exact
-    _, cached = run_chat(_cfg(srv.base_url, **priced), tmp_path / "c.sqlite", _chats(5), progress=False)
+    _, cached = run_chat(llm_cfg(srv.base_url, **priced), tmp_path / "c.sqlite", chats(5), progress=False)
     assert cached["cost_usd"] == 0 and cached["cost_basis"] == "none"
 
 
@@ -417,16 +405,16 @@ def test_batch_replies_without_usage_are_estimated_when_their_request_is_known(o
     import httpx
 
     srv = openai_server_factory(responder=lambda r: "z" * 40)
-    cfg = _cfg(price_per_1m_input=1.0, price_per_1m_output=1.0)
+    cfg = llm_cfg(price_per_1m_input=1.0, price_per_1m_output=1.0)
     client = LLMClient(cfg, tmp_path / "c.sqlite")
-    keys = client.keys(_chats(3))
+    keys = client.keys(chats(3))
     client.close()
     out = tmp_path / "out.jsonl"
     with httpx.Client() as http, open(out, "w") as f:
         for i, key in enumerate(keys):
             from phi1.llm import request_body
 
-            body = http.post(srv.base_url + "/chat/completions", json=request_body(cfg, _chats(3)[i])).json()
+            body = http.post(srv.base_url + "/chat/completions", json=request_body(cfg, chats(3)[i])).json()
             if i == 0:
                 del body["usage"]
             if i == 1:
@@ -435,8 +423,8 @@ def test_batch_replies_without_usage_are_estimated_when_their_request_is_known(o
     with ResponseCache(tmp_path / "probe.sqlite") as probe:
         report = import_batch_output(probe, out)
     assert report.imported == 2 and "malformed" in report.failed[keys[1]] and report.usage[keys[0]] is None
-    results, usage = run_chat(_cfg(price_per_1m_input=1.0, price_per_1m_output=1.0, batch_import=[str(out)]),
-                              tmp_path / "c.sqlite", _chats(3), progress=False)
+    results, usage = run_chat(llm_cfg(price_per_1m_input=1.0, price_per_1m_output=1.0, batch_import=[str(out)]),
+                              tmp_path / "c.sqlite", chats(3), progress=False)
     assert results[0].ok and results[0].usage_estimated and results[2].ok and not results[2].usage_estimated
     assert "malformed" in results[1].error
     assert usage["cost_basis"] == "estimated" and usage["estimated_completion_tokens"] == 10

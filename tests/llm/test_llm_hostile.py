@@ -22,18 +22,7 @@ import pytest
 from helpers.openai_server import Fault, OpenAIServer, openai_server_factory  # noqa: F401 (fixture)
 from phi1.errors import Phi1Error
 from phi1.llm import ChatRequest, LLMConfig, ResponseCache, run_chat
-
-FAST = dict(model="test-model", api_key_env="", backoff_base_s=0.01, backoff_max_s=0.05, timeout_s=5.0)
-KEY = "sk-QZ7WKX9PMR4TVB8NJH2YLG6USD3FQC5XWZK"
-
-
-def _cfg(*urls: str, **kw) -> LLMConfig:
-    return LLMConfig(base_urls=list(urls), **{**FAST, **kw})
-
-
-def _chats(n: int, tag: str = "q") -> list[ChatRequest]:
-    return [ChatRequest([{"role": "user", "content": f"{tag} {i}"}]) for i in range(n)]
-
+from helpers.llm_cases import KEY, chats, llm_cfg
 
 class RawServer:
     """A socket server on 127.0.0.1 that answers every request with ``handler(conn)``:
@@ -120,7 +109,7 @@ def _gzip_bomb(conn, srv):
 def test_a_body_that_never_ends_is_abandoned_at_the_size_cap_not_buffered(raw_server, handler):
     srv = raw_server(handler)
     t = time.monotonic()
-    results, usage = run_chat(_cfg(srv.base_url, max_reply_mb=1, max_retries=1, timeout_s=20), None, _chats(1),
+    results, usage = run_chat(llm_cfg(srv.base_url, max_reply_mb=1, max_retries=1, timeout_s=20), None, chats(1),
                               progress=False)
     took = time.monotonic() - t
     r = results[0]
@@ -166,8 +155,8 @@ def test_json_built_to_hurt_is_a_malformed_reply_retried_never_a_crash_or_a_bill
     srv = openai_server_factory(responder=lambda r: "fine", rules=[
         (lambda r, i=i: r.attempt == 1 and r.last_user_message == f"q {i}", HOSTILE[name])
         for i, name in enumerate(names)])
-    results, usage = run_chat(_cfg(srv.base_url, concurrency=4, price_per_1m_input=1.0, price_per_1m_output=1.0),
-                              None, _chats(len(names)), progress=False)
+    results, usage = run_chat(llm_cfg(srv.base_url, concurrency=4, price_per_1m_input=1.0, price_per_1m_output=1.0),
+                              None, chats(len(names)), progress=False)
     assert all(r.ok and r.text == "fine" and r.attempts == 2 for r in results), \
         [(n, r.error) for n, r in zip(names, results) if not r.ok]
     assert usage["failures"] == {"malformed": len(names)}
@@ -177,7 +166,7 @@ def test_json_built_to_hurt_is_a_malformed_reply_retried_never_a_crash_or_a_bill
 
 def test_an_error_object_inside_a_200_is_shown_and_retried(openai_server_factory):
     srv = openai_server_factory(rules=[(lambda r: True, HOSTILE["error-inside-200"])])
-    results, _ = run_chat(_cfg(srv.base_url, max_retries=1), None, _chats(1), progress=False)
+    results, _ = run_chat(llm_cfg(srv.base_url, max_retries=1), None, chats(1), progress=False)
     assert results[0].error.endswith("(an error object: upstream overloaded)") and len(srv.requests) == 2
 
 
@@ -198,7 +187,7 @@ def test_odd_but_valid_replies_are_read_as_text(openai_server_factory, tmp_path,
 
     srv = openai_server_factory(rules=[(lambda r: True, Fault.shape(shape))])
     for _ in range(2):  # live, then from the cache
-        results, _ = run_chat(_cfg(srv.base_url), tmp_path / "c.sqlite", _chats(1), progress=False)
+        results, _ = run_chat(llm_cfg(srv.base_url), tmp_path / "c.sqlite", chats(1), progress=False)
         assert results[0].ok and results[0].text == text
     assert len(srv.requests) == 1
 
@@ -207,7 +196,7 @@ def test_duplicate_keys_take_the_last_as_json_does(openai_server_factory):
     body = (b'{"choices":[{"index":0,"message":{"content":"first"},"finish_reason":"stop"}],'
             b'"choices":[{"index":0,"message":{"content":"last"},"finish_reason":"stop"}]}')
     srv = openai_server_factory(rules=[(lambda r: True, _bytes(body))])
-    results, _ = run_chat(_cfg(srv.base_url), None, _chats(1), progress=False)
+    results, _ = run_chat(llm_cfg(srv.base_url), None, chats(1), progress=False)
     assert results[0].text == "last"
 
 
@@ -222,7 +211,7 @@ def test_a_redirect_is_not_followed_and_the_key_never_reaches_the_other_host(ope
     # The Location quotes the key (a server echoing it into a URL): it is redacted like any error text.
     srv = openai_server_factory(rules=[(lambda r: True, Fault.redirect(
         elsewhere.base_url + f"/chat/completions?api_key={KEY}", status))])
-    results, usage = run_chat(_cfg(srv.base_url, api_key_env="PHI1_TEST_KEY"), None, _chats(3), progress=False)
+    results, usage = run_chat(llm_cfg(srv.base_url, api_key_env="PHI1_TEST_KEY"), None, chats(3), progress=False)
     assert elsewhere.requests == []
     assert all(not r.ok and r.attempts == 1 and f"HTTP {status}" in r.error and "not followed" in r.error
                and elsewhere.base_url in r.error for r in results)
@@ -237,7 +226,7 @@ def test_a_reply_that_quotes_the_key_is_masked_before_it_is_stored(openai_server
     notices: list[str] = []
     path = tmp_path / "c.sqlite"
     for _ in range(2):  # live, then from the cache
-        results, _ = run_chat(_cfg(srv.base_url, api_key_env="PHI1_TEST_KEY"), path, _chats(3), progress=False,
+        results, _ = run_chat(llm_cfg(srv.base_url, api_key_env="PHI1_TEST_KEY"), path, chats(3), progress=False,
                               log=notices.append)
         assert all(r.ok and r.text == "Your header was Bearer ***.\nScore: 3" for r in results)
     assert len(srv.requests) == 3 and len(notices) == 1 and "quoted the API key" in notices[0]
@@ -245,7 +234,7 @@ def test_a_reply_that_quotes_the_key_is_masked_before_it_is_stored(openai_server
     # A placeholder key (vLLM's "EMPTY") is not a secret to mask out of the data.
     monkeypatch.setenv("PHI1_TEST_KEY", "EMPTY")
     srv = openai_server_factory(responder=lambda r: "EMPTY = object()  # a sentinel\nScore: 3")
-    results, _ = run_chat(_cfg(srv.base_url, api_key_env="PHI1_TEST_KEY"), None, _chats(1), progress=False)
+    results, _ = run_chat(llm_cfg(srv.base_url, api_key_env="PHI1_TEST_KEY"), None, chats(1), progress=False)
     assert results[0].text.startswith("EMPTY = object()")
 
 
@@ -256,12 +245,12 @@ def test_a_reply_that_quotes_the_key_is_masked_before_it_is_stored(openai_server
 def test_a_wrong_key_or_model_stops_the_run_after_a_few_requests(openai_server_factory, fault):
     srv = openai_server_factory(rules=[(lambda r: True, fault)])
     notices: list[str] = []
-    cfg = _cfg(srv.base_url, concurrency=4)
+    cfg = llm_cfg(srv.base_url, concurrency=4)
     from phi1.llm import LLMClient
     import asyncio
 
     with LLMClient(cfg, None, log=notices.append) as client:
-        results = asyncio.run(client.chat_many(_chats(200), progress=False))
+        results = asyncio.run(client.chat_many(chats(200), progress=False))
         usage = client.usage
     assert all(not r.ok and r.attempts <= 1 for r in results)
     assert len(srv.requests) <= 3 + 4  # three refusals in a row break it; at most `concurrency` were in flight
@@ -274,8 +263,8 @@ def test_a_wrong_key_or_model_stops_the_run_after_a_few_requests(openai_server_f
 def test_a_refusing_endpoint_among_good_ones_is_set_aside_and_its_requests_go_elsewhere(openai_server_factory):
     bad = openai_server_factory(rules=[(lambda r: True, Fault("401"))])
     good = openai_server_factory()
-    results, usage = run_chat(_cfg(bad.base_url, good.base_url, concurrency=4, load_balance="round_robin"), None,
-                              _chats(60), progress=False)
+    results, usage = run_chat(llm_cfg(bad.base_url, good.base_url, concurrency=4, load_balance="round_robin"), None,
+                              chats(60), progress=False)
     assert all(r.ok for r in results)
     assert len(bad.requests) <= 3 + 4 and usage["endpoints"][0]["broken"].startswith("HTTP 401")
 
@@ -283,7 +272,7 @@ def test_a_refusing_endpoint_among_good_ones_is_set_aside_and_its_requests_go_el
 def test_one_prompt_refused_with_403_does_not_stop_the_others(openai_server_factory):
     """A firewall in front of an endpoint may refuse one prompt: that is not a broken setup."""
     srv = openai_server_factory(rules=[(lambda r: r.last_user_message == "q 3", Fault.error(403, "blocked"))])
-    results, usage = run_chat(_cfg(srv.base_url, concurrency=2), None, _chats(30), progress=False)
+    results, usage = run_chat(llm_cfg(srv.base_url, concurrency=2), None, chats(30), progress=False)
     assert [i for i, r in enumerate(results) if not r.ok] == [3] and "not_sent" not in usage
 
 
@@ -310,7 +299,7 @@ def test_an_endpoint_that_goes_dead_ends_the_run_within_the_stated_bound(openai_
     else:
         srv = openai_server_factory(rules=[(lambda r: r.seq >= answered,
                                             Fault.slow(30) if dead == "hangs" else Fault.hangup())])
-    cfg = _cfg(srv.base_url, concurrency=4, max_retries=1000, timeout_s=0.5, give_up_after_s=1.0,
+    cfg = llm_cfg(srv.base_url, concurrency=4, max_retries=1000, timeout_s=0.5, give_up_after_s=1.0,
                backoff_base_s=0.05, backoff_max_s=0.2)
     notices: list[str] = []
     from phi1.llm import LLMClient
@@ -318,7 +307,7 @@ def test_an_endpoint_that_goes_dead_ends_the_run_within_the_stated_bound(openai_
 
     t = time.monotonic()
     with LLMClient(cfg, None, log=notices.append) as client:
-        results = asyncio.run(client.chat_many(_chats(400), progress=False))
+        results = asyncio.run(client.chat_many(chats(400), progress=False))
         usage = client.usage
     took = time.monotonic() - t
     ok = [r for r in results if r.ok]
@@ -338,10 +327,10 @@ def test_loopback_endpoints_never_go_through_an_environment_proxy(openai_server_
         monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    results, _ = run_chat(_cfg(srv.base_url), None, _chats(2), progress=False)
+    results, _ = run_chat(llm_cfg(srv.base_url), None, chats(2), progress=False)
     assert all(r.ok for r in results)
     monkeypatch.setenv("ALL_PROXY", "garbage://user:hunter22@proxy:1")  # unusable, but never needed here
-    results, _ = run_chat(_cfg(srv.base_url.replace("127.0.0.1", "localhost")), None, _chats(2, "l"),
+    results, _ = run_chat(llm_cfg(srv.base_url.replace("127.0.0.1", "localhost")), None, chats(2, "l"),
                           progress=False)
     assert all(r.ok for r in results)
 
@@ -349,7 +338,7 @@ def test_loopback_endpoints_never_go_through_an_environment_proxy(openai_server_
 def test_an_unusable_proxy_setting_is_one_line_without_its_password(monkeypatch):
     monkeypatch.setenv("ALL_PROXY", "garbage://user:hunter22@proxy.example:1")
     with pytest.raises(Phi1Error) as e:
-        run_chat(_cfg("http://api.example.invalid/v1"), None, _chats(1), progress=False)
+        run_chat(llm_cfg("http://api.example.invalid/v1"), None, chats(1), progress=False)
     msg = str(e.value)
     assert "ALL_PROXY=garbage://proxy.example:1" in msg and "hunter22" not in msg and "\n" not in msg
 
@@ -362,7 +351,7 @@ def test_a_retry_after_date_in_the_past_means_now(openai_server_factory, when):
     notices: list[str] = []
     srv = openai_server_factory(per_request_faults=[Fault.too_many(when)])
     t = time.monotonic()
-    results, _ = run_chat(_cfg(srv.base_url), None, _chats(2), progress=False, log=notices.append)
+    results, _ = run_chat(llm_cfg(srv.base_url), None, chats(2), progress=False, log=notices.append)
     assert all(r.ok for r in results) and time.monotonic() - t < 2 and notices == []
 
 
@@ -372,7 +361,7 @@ def test_a_retry_after_date_in_the_future_is_capped(openai_server_factory):
     notices: list[str] = []
     srv = openai_server_factory(per_request_faults=[Fault.too_many(formatdate(time.time() + 3600, usegmt=True))])
     t = time.monotonic()
-    results, _ = run_chat(_cfg(srv.base_url, retry_after_max_s=1.0), None, _chats(1), progress=False,
+    results, _ = run_chat(llm_cfg(srv.base_url, retry_after_max_s=1.0), None, chats(1), progress=False,
                           log=notices.append)
     assert results[0].ok and 0.9 < time.monotonic() - t < 3
     assert len(notices) == 1 and "holding its requests for 1.0s" in notices[0]
@@ -382,7 +371,7 @@ def test_a_retry_after_date_in_the_future_is_capped(openai_server_factory):
 
 
 def _filled_cache(srv, path: Path, n: int = 40) -> None:
-    results, _ = run_chat(_cfg(srv.base_url), path, _chats(n), progress=False)
+    results, _ = run_chat(llm_cfg(srv.base_url), path, chats(n), progress=False)
     assert all(r.ok for r in results)
 
 
@@ -396,13 +385,13 @@ def test_a_damaged_cache_stops_before_sending_and_says_how_to_keep_its_replies(o
     with open(path, "r+b") as f:
         f.truncate(size // 2)
     with pytest.raises(Phi1Error) as e:
-        run_chat(_cfg(srv.base_url), path, _chats(200), progress=False)
+        run_chat(llm_cfg(srv.base_url), path, chats(200), progress=False)
     msg = str(e.value)
     assert str(path) in msg and "damaged; nothing was sent" in msg and ".recover" in msg and "\n" not in msg
     assert srv.requests == [] and path.stat().st_size == size // 2  # never replaced, never emptied
     path.write_bytes(b"this is not a database " * 100)
     with pytest.raises(Phi1Error, match="cannot be opened .file is not a database.: it is damaged"):
-        run_chat(_cfg(srv.base_url), path, _chats(1), progress=False)
+        run_chat(llm_cfg(srv.base_url), path, chats(1), progress=False)
 
 
 def test_unreadable_rows_are_said_and_asked_again_the_rest_is_kept(openai_server_factory, tmp_path):
@@ -417,11 +406,11 @@ def test_unreadable_rows_are_said_and_asked_again_the_rest_is_kept(openai_server
         db.execute("UPDATE responses SET response = CAST(X'FFFE00' AS TEXT) WHERE rowid = 5")
     srv.reset_log()
     notices: list[str] = []
-    results, usage = run_chat(_cfg(srv.base_url), path, _chats(40), progress=False, log=notices.append)
+    results, usage = run_chat(llm_cfg(srv.base_url), path, chats(40), progress=False, log=notices.append)
     assert all(r.ok for r in results) and len(srv.requests) == 3 and usage["cache_hits"] == 37
     assert notices == [f"3 replies stored in {path} cannot be read back (damaged rows): asking those requests again"]
     srv.reset_log()
-    run_chat(_cfg(srv.base_url), path, _chats(40), progress=False)  # repaired by the re-asks
+    run_chat(llm_cfg(srv.base_url), path, chats(40), progress=False)  # repaired by the re-asks
     assert srv.requests == []
 
 
@@ -473,10 +462,10 @@ def test_a_read_only_cache_serves_what_it_holds_and_stops_in_one_line_to_write(o
     ResponseCache(path).close()
     path.chmod(0o444)
     try:
-        results, _ = run_chat(_cfg(srv.base_url), path, _chats(5), progress=False)
+        results, _ = run_chat(llm_cfg(srv.base_url), path, chats(5), progress=False)
         assert all(r.ok and r.cached for r in results)
         with pytest.raises(Phi1Error, match="cannot be written .attempt to write a readonly database."):
-            run_chat(_cfg(srv.base_url), path, _chats(6), progress=False)
+            run_chat(llm_cfg(srv.base_url), path, chats(6), progress=False)
     finally:
         path.chmod(0o644)
 
@@ -487,7 +476,7 @@ def test_two_runs_on_one_cache_at_once_both_finish_and_the_cache_stays_whole(ope
     out: dict[int, list] = {}
 
     def run(i: int) -> None:
-        out[i] = run_chat(_cfg(srv.base_url, concurrency=8), path, _chats(80), progress=False)[0]
+        out[i] = run_chat(llm_cfg(srv.base_url, concurrency=8), path, chats(80), progress=False)[0]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in threads:
@@ -499,7 +488,7 @@ def test_two_runs_on_one_cache_at_once_both_finish_and_the_cache_stays_whole(ope
     with ResponseCache(path) as cache:
         assert len(cache) == 80
     srv.reset_log()
-    run_chat(_cfg(srv.base_url), path, _chats(80), progress=False)
+    run_chat(llm_cfg(srv.base_url), path, chats(80), progress=False)
     assert srv.requests == []
 
 
@@ -510,8 +499,8 @@ def test_two_runs_on_one_cache_at_once_both_finish_and_the_cache_stays_whole(ope
 def test_concurrency_500_against_a_server_that_takes_10_at_a_time(openai_server_factory):
     """A server that refuses (429) what it cannot take: the window settles near its capacity."""
     srv = openai_server_factory(max_in_flight=10, latency=0.02, retry_after=0.05)
-    results, usage = run_chat(_cfg(srv.base_url, concurrency=500, backoff_base_s=0.05, backoff_max_s=1.0,
-                                   timeout_s=60), None, _chats(300), progress=False)
+    results, usage = run_chat(llm_cfg(srv.base_url, concurrency=500, backoff_base_s=0.05, backoff_max_s=1.0,
+                                   timeout_s=60), None, chats(300), progress=False)
     assert all(r.ok for r in results) and set(srv.ok_counts().values()) == {1}
     assert usage["failures"].keys() <= {"429"} and usage["failures"].get("429", 0) < 60  # was about 1 in 3
 
@@ -561,8 +550,8 @@ def test_concurrency_500_against_a_server_that_queues_does_not_pay_twice_for_tim
     """A server that queues what it cannot take: a burst of 300 would wait there past the deadline,
     time out, be sent again and be worked on (paid) twice; the window grows only as replies come."""
     srv, served = _queueing_server(raw_server, workers=10, seconds=0.05)
-    results, usage = run_chat(_cfg(srv.base_url, concurrency=500, timeout_s=1.0, backoff_base_s=0.05,
-                                   backoff_max_s=0.5), None, _chats(300), progress=False)
+    results, usage = run_chat(llm_cfg(srv.base_url, concurrency=500, timeout_s=1.0, backoff_base_s=0.05,
+                                   backoff_max_s=0.5), None, chats(300), progress=False)
     assert all(r.ok for r in results)
     worked = sum(served.values())
     assert usage["failures"].get("timeout", 0) < 100 and worked < 345, (usage["failures"], worked)  # was ~600, ~500

@@ -16,30 +16,17 @@ from pathlib import Path
 import pytest
 
 from helpers.openai_server import Fault, openai_server_factory  # noqa: F401 (fixture)
+from helpers.llm_cases import KEY, doc_index, module_docs
 from helpers.stages import mark_done
 from phi1.cli import main
 from phi1.config import load_config
 from phi1.documents import read_jsonl, write_jsonl
 
 PHI1 = str(Path(sys.executable).with_name("phi1"))
-KEY = "sk-QZ7WKX9PMR4TVB8NJH2YLG6USD3FQC5XWZK"
-
-
-def _docs(n: int) -> list[dict]:
-    docs = []
-    for i in range(n):
-        text = f'"""Module {i}."""\n\n\ndef f{i}(x):\n    """Add {i} to x."""\n    return x + {i}\n'
-        docs.append({"id": f"gen/m{i:03d}.py", "text": text,
-                     "metadata": {"source": "gen", "path": f"m{i:03d}.py", "size": len(text)}})
-    return docs
-
-
-def _doc_index(req) -> int:
-    return int(req.prompt_text.split("Module ", 1)[1].split(".", 1)[0])
 
 
 def _teacher(req) -> str:
-    return f"Fine.\nEducational score: {_doc_index(req) % 6}"
+    return f"Fine.\nEducational score: {doc_index(req) % 6}"
 
 
 def _annotate_run(tmp_path: Path, url: str, n: int, annotate: str = "", **llm) -> Path:
@@ -50,7 +37,7 @@ def _annotate_run(tmp_path: Path, url: str, n: int, annotate: str = "", **llm) -
     cfg_path.write_text(f'[run]\nroot = "{tmp_path / "runs"}"\nname = "t"\n\n[annotate]\nteacher = "llm"\n'
                         f'samples = {n}\nsize_strata = 1\n{annotate}\n[annotate.llm]\n{body}\n')
     cfg = load_config(cfg_path)
-    docs = _docs(n)
+    docs = module_docs(n)
     write_jsonl(cfg.run_dir / "ingest" / "docs" / "00000.jsonl.gz", docs)
     mark_done(cfg, "ingest", counts={"documents": len(docs)})
     return cfg_path
@@ -100,12 +87,12 @@ def test_annotate_against_an_endpoint_that_goes_dead_ends_in_bounded_time_and_a_
     dead[0] = False
     srv.reset_log()
     assert main(["run", str(cfg), "--only", "annotate"]) == 0
-    assert {f"gen/m{_doc_index(r):03d}.py" for r in srv.requests} == failed and len(srv.requests) == len(failed)
+    assert {f"gen/m{doc_index(r):03d}.py" for r in srv.requests} == failed and len(srv.requests) == len(failed)
     assert _manifest(cfg)["failed"] == 0
 
 
 def test_a_lone_surrogate_in_a_teachers_reply_reaches_the_labels_file(openai_server_factory, tmp_path):
-    srv = openai_server_factory(responder=lambda r: f"Fine \ud800 code.\nEducational score: {_doc_index(r) % 6}")
+    srv = openai_server_factory(responder=lambda r: f"Fine \ud800 code.\nEducational score: {doc_index(r) % 6}")
     cfg = _annotate_run(tmp_path, srv.base_url, 6)
     assert main(["run", str(cfg), "--only", "annotate"]) == 0
     labels = _labels(cfg)

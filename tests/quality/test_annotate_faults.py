@@ -10,6 +10,7 @@ import re
 import pytest
 
 from helpers.openai_server import Fault, openai_server_factory  # noqa: F401 (fixture)
+from helpers.llm_cases import doc_index, module_docs
 from phi1.cli import main
 from phi1.llm.redact import ERROR_CHARS
 from phi1.quality.prompts import REASK_CUT
@@ -22,28 +23,15 @@ def _leaks(text: str, piece: int = 5) -> list[str]:
     return [KEY[i:i + piece] for i in range(len(KEY) - piece + 1) if KEY[i:i + piece] in text]
 
 
-def _docs(n: int) -> list[dict]:
-    docs = []
-    for i in range(n):
-        text = f'"""Module {i}."""\n\n\ndef f{i}(x):\n    """Add {i} to x."""\n    return x + {i}\n'
-        docs.append({"id": f"gen/m{i:03d}.py", "text": text,
-                     "metadata": {"source": "gen", "path": f"m{i:03d}.py", "size": len(text)}})
-    return docs
-
-
-def _doc_index(req) -> int:
-    return int(re.search(r"Module (\d+)\.", req.prompt_text).group(1))
-
-
 # --------------------------------------------------------------------------- 8. failed items
 
 
 def test_failed_requests_leave_the_stage_not_current_and_a_plain_rerun_resends_exactly_those(
         openai_server_factory, tmp_path, capsys):
-    docs = _docs(20)
+    docs = module_docs(20)
     failing = {3, 7, 12}
-    srv = openai_server_factory(responder=lambda r: f"Fine.\nEducational score: {_doc_index(r) % 6}",
-                                rules=[(lambda r: _doc_index(r) in failing, Fault("500"))])
+    srv = openai_server_factory(responder=lambda r: f"Fine.\nEducational score: {doc_index(r) % 6}",
+                                rules=[(lambda r: doc_index(r) in failing, Fault("500"))])
     cfg = _setup(tmp_path, _llm_toml(srv.base_url, "samples = 20\nmax_failed_fraction = 0.5", api_key_env="",
                                      max_retries=1).replace("samples = 22\n", ""), docs=docs)
     assert main(["run", str(cfg), "--only", "annotate"]) == 0
@@ -78,10 +66,10 @@ def test_a_request_the_endpoint_rejects_is_invalid_not_failed(openai_server_fact
     """HTTP 400 for one prompt (say, too long for the model) gets the same answer in
     every run: it is recorded as invalid with the reason, and the stage is current;
     a 401 (a key to fix) stays failed, so a re-run asks again."""
-    docs = _docs(12)
-    srv = openai_server_factory(responder=lambda r: f"Fine.\nEducational score: {_doc_index(r) % 6}",
-                                rules=[(lambda r: _doc_index(r) == 4, Fault("400")),
-                                       (lambda r: _doc_index(r) == 9, Fault("401"))])
+    docs = module_docs(12)
+    srv = openai_server_factory(responder=lambda r: f"Fine.\nEducational score: {doc_index(r) % 6}",
+                                rules=[(lambda r: doc_index(r) == 4, Fault("400")),
+                                       (lambda r: doc_index(r) == 9, Fault("401"))])
     cfg = _setup(tmp_path, _llm_toml(srv.base_url, "samples = 12\nmax_failed_fraction = 0.5", api_key_env="",
                                      max_retries=1).replace("samples = 22\n", ""), docs=docs)
     assert main(["run", str(cfg), "--only", "annotate"]) == 0
@@ -94,7 +82,7 @@ def test_a_request_the_endpoint_rejects_is_invalid_not_failed(openai_server_fact
     srv.rules.pop()  # the key is fixed
     srv.reset_log()
     assert main(["run", str(cfg), "--only", "annotate"]) == 0
-    sent = {_doc_index(r) for r in srv.requests}
+    sent = {doc_index(r) for r in srv.requests}
     assert sent == {4, 9}  # the rejected one is asked again only because the stage re-runs (no cache of errors)
     assert _manifest(cfg)["failed"] == 0
     srv.reset_log()
@@ -114,10 +102,10 @@ def test_the_key_in_long_error_texts_reaches_no_label_manifest_screen_or_excepti
     # The key at every offset that puts it across a cut: of the whole line (plain 400, and 500
     # wrapped in "gave up after ..."), and of the server's text alone.
     offsets = list(range(ERROR_CHARS - len(KEY) - 2 - wrapped, ERROR_CHARS + 2))
-    docs = _docs(2 * len(offsets))
+    docs = module_docs(2 * len(offsets))
 
     def error_for(req):
-        i = _doc_index(req)
+        i = doc_index(req)
         status = 400 if i % 2 == 0 else 500
         return Fault.error(status, "x" * offsets[i // 2] + KEY + " is not valid; " + "y" * 300)
 
@@ -167,7 +155,7 @@ def test_a_cut_reply_is_never_parsed_it_is_reasked_then_recorded_as_invalid(open
             return Fault.cut()
         return None
 
-    docs = _docs(6)
+    docs = module_docs(6)
     docs[1]["text"] = "# ALWAYS_CUT\n" + docs[1]["text"]
     docs[2]["text"] = "# CUT_ONCE\n" + docs[2]["text"]
     srv = openai_server_factory(responder=respond, rules=[(lambda r: True, cut)])
@@ -198,15 +186,15 @@ def test_malformed_replies_never_stop_the_stage_and_missing_usage_is_estimated(o
               Fault.shape(lambda p: b"[" * 100_000)]
 
     def fault(req):
-        i = _doc_index(req)
+        i = doc_index(req)
         if i < len(shapes) and req.attempt == 1:
             return shapes[i]
         return Fault.no_usage() if i % 3 == 0 else None
 
-    srv = openai_server_factory(responder=lambda r: f"Fine.\nEducational score: {_doc_index(r) % 6}",
+    srv = openai_server_factory(responder=lambda r: f"Fine.\nEducational score: {doc_index(r) % 6}",
                                 rules=[(lambda r: True, fault)])
     cfg = _setup(tmp_path, _llm_toml(srv.base_url, "samples = 12", api_key_env="").replace("samples = 22\n", ""),
-                 docs=_docs(12))
+                 docs=module_docs(12))
     assert main(["run", str(cfg), "--only", "annotate"]) == 0
     out = capsys.readouterr().out
     labels = _labels(cfg)
@@ -224,7 +212,7 @@ def test_the_cost_line_never_claims_a_confident_zero(openai_server_factory, tmp_
                                                                                      Fault.no_usage())])
     toml = _llm_toml(srv.base_url, "samples = 3", api_key_env="").replace("samples = 22\n", "")
     toml = re.sub(r"price_per_1m_\w+ = [\d.]+\n?", "", toml) + ("\n" + prices if prices else "")
-    cfg = _setup(tmp_path, toml, docs=_docs(3))
+    cfg = _setup(tmp_path, toml, docs=module_docs(3))
     assert main(["run", str(cfg), "--only", "annotate"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if "completion tokens" in ln)
     assert expect in line and not re.search(r"(?<!~)\$0\.0000", line), line
