@@ -128,7 +128,7 @@ def test_cache_and_batch_files(tmp_path):
     assert sum(len(p.read_text().splitlines()) for p in paths) == 5
     broken = tmp_path / "out.jsonl"
     broken.write_text('{"custom_id": "a", "response": {"status_code": 200, "body": {}}}\n{oops\n')
-    with pytest.raises(InputError, match=r"out\.jsonl:2: invalid JSON"):
+    with pytest.raises(InputError, match=r"out\.jsonl:2: not valid JSON"):
         list(read_batch_output(broken))
     broken.write_bytes(b'\xef\xbb\xbf{"custom_id": "a", "response": {"status_code": 200, "body": {}}}\n\xff\xfe{}\n')
     with pytest.raises(InputError, match=r"out\.jsonl:2: not UTF-8 text"):  # a BOM on line 1 is fine

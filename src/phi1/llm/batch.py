@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from phi1.documents import read_jsonl_numbered
 from phi1.errors import InputError, SkipStage
 from phi1.files import write_jsonl_atomic
 from phi1.llm.cache import ResponseCache
@@ -87,34 +88,22 @@ def read_batch_output(path: str | Path) -> Iterator[BatchOutputLine]:
     path = Path(path)
     if not path.exists():
         raise InputError(f"batch output file not found: {path}")
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(f"{where}: not UTF-8 text (byte {e.start + 1} of the line); is this a "
-                                 "Batch API output file?") from None
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: invalid JSON ({e.msg})") from None
-            if not isinstance(rec, dict) or not isinstance(rec.get("custom_id"), str):
-                raise InputError(f"{where}: not a Batch API output line (no custom_id)")
-            response = rec.get("response") or {}
-            if not isinstance(response, dict):
-                raise InputError(f"{where}: 'response' must be an object")
-            error = rec.get("error")
-            if error is not None and not isinstance(error, str):
-                error = (error.get("message") if isinstance(error, dict) else None) or json.dumps(error)
-            if "body" not in response and "choices" in response:  # the reply itself, without the envelope
-                response = {"status_code": 200, "body": response}
-            status = response.get("status_code") or 0
-            if isinstance(status, bool) or not isinstance(status, (int, str)) or not str(status).isdigit():
-                raise InputError(f"{where}: response.status_code is not an HTTP status (a JSON {type(status).__name__})")
-            yield BatchOutputLine(rec["custom_id"], int(status), response.get("body"), error)
+    for lineno, rec in read_jsonl_numbered(path):  # BOM, UTF-8, JSON, line-size and .gz checks in one place
+        where = f"{path}:{lineno}"
+        if not isinstance(rec, dict) or not isinstance(rec.get("custom_id"), str):
+            raise InputError(f"{where}: not a Batch API output line (no custom_id)")
+        response = rec.get("response") or {}
+        if not isinstance(response, dict):
+            raise InputError(f"{where}: 'response' must be an object")
+        error = rec.get("error")
+        if error is not None and not isinstance(error, str):
+            error = (error.get("message") if isinstance(error, dict) else None) or json.dumps(error)
+        if "body" not in response and "choices" in response:  # the reply itself, without the envelope
+            response = {"status_code": 200, "body": response}
+        status = response.get("status_code") or 0
+        if isinstance(status, bool) or not isinstance(status, (int, str)) or not str(status).isdigit():
+            raise InputError(f"{where}: response.status_code is not an HTTP status (a JSON {type(status).__name__})")
+        yield BatchOutputLine(rec["custom_id"], int(status), response.get("body"), error)
 
 
 @dataclass
