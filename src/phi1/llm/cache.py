@@ -18,6 +18,7 @@ and asks that request again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -165,8 +166,7 @@ class _transaction:
         self._rollback()
 
     def _rollback(self) -> None:
-        if self.db.in_transaction:
-            try:
+        # A failed ROLLBACK means SQLite rolled the transaction back itself (a full disk does that).
+        with contextlib.suppress(sqlite3.Error):
+            if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # SQLite already rolled back (a full disk does that)
