@@ -199,6 +199,14 @@ def assert_nothing_left(arena: Arena) -> None:
     assert own_cgroups() == []
 
 
+def assert_refused_then_honest_passes(results: dict, name: str, arena: Arena) -> None:
+    """Case ``name`` (run by `with_followers`) did not pass, the honest program after it on
+    the same worker did, and the host is untouched."""
+    assert not results[name].passed, results[name].result
+    assert results[f"{name}/honest"].passed, results[f"{name}/honest"].result
+    arena.assert_untouched()
+
+
 def with_followers(cases: dict[str, Job], probe: Job | None = None) -> tuple[list[str], list[Job]]:
     """Each case, then (optionally) a probe, then an honest program: names and jobs in order."""
     names, jobs = [], []

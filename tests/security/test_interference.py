@@ -13,8 +13,8 @@ import os
 import pytest
 
 from phi1.evaluate.sandbox import UID_FIRST, SandboxLimits, SandboxPool
-from sandbox_kit import (HONEST, assert_nothing_left, body, facts, job, needs_bwrap, raw_syscalls, reporting,
-                         verdict_fd_expr)
+from sandbox_kit import (HONEST, assert_nothing_left, assert_refused_then_honest_passes, body, facts, job, needs_bwrap,
+                         raw_syscalls, reporting, verdict_fd_expr)
 
 pytestmark = [needs_bwrap, pytest.mark.timeout(180)]
 
@@ -155,10 +155,7 @@ def batch(arena):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_no_program_spoils_the_next(arena, batch, name):
-    r = batch["results"]
-    assert not r[name].passed, r[name].result
-    assert r[f"{name}/honest"].passed, r[f"{name}/honest"].result
-    arena.assert_untouched()
+    assert_refused_then_honest_passes(batch["results"], name, arena)
 
 
 def test_what_the_next_program_finds(batch):

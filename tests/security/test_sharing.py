@@ -21,8 +21,8 @@ import pytest
 from phi1.evaluate import sandbox_bwrap
 from phi1.evaluate.sandbox import SandboxLimits, SandboxPool
 from phi1.evaluate.sandbox_cgroups import WorkerCgroup, detect, group_name
-from sandbox_kit import (HONEST, assert_nothing_left, body, facts, job, needs_bwrap, reporting, verdict_fd_expr,
-                         with_followers)
+from sandbox_kit import (assert_nothing_left, assert_refused_then_honest_passes, body, facts, job, needs_bwrap, reporting,
+                         verdict_fd_expr, with_followers)
 
 pytestmark = [needs_bwrap, pytest.mark.timeout(180)]
 
@@ -101,10 +101,7 @@ def batch(arena):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_not_passed_and_the_next_program_passes(arena, batch, name):
-    r = batch["results"]
-    assert not r[name].passed, r[name].result
-    assert r[f"{name}/honest"].passed, r[f"{name}/honest"].result
-    arena.assert_untouched()
+    assert_refused_then_honest_passes(batch["results"], name, arena)
 
 
 def test_only_the_system_and_python_are_visible(batch):
