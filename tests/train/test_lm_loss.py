@@ -37,6 +37,7 @@ def test_fused_loss_and_gradients_equal_the_unfused_ones_fp32(monkeypatch, chunk
     want = logits_loss_sum(head(h), labels)
     want_g = _grads(want * 3.0, h, head)  # a scaled loss (loss scaling, averaging): gradients scale too
     monkeypatch.setitem(lm_loss.CHUNK_ELEMENTS, "cpu", chunk_elements)
+    monkeypatch.setattr(lm_loss, "CPU_CACHE_MIN_ROWS", 1)  # take the element budget as it is
     got = loss_sum(h, labels, head)
     got_g = _grads(got * 3.0, h, head)
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
@@ -115,3 +116,27 @@ def test_rotary_in_compute_dtype_changes_only_autocast_runs():
     assert len(model.model.rotary_emb._forward_hooks) == 1
     # under autocast, only the rounding of cos/sin to bf16 differs
     assert torch.allclose(bf16_after, bf16_before, atol=0.05), (bf16_after - bf16_before).abs().max()
+
+
+def test_chunk_rows_keep_small_vocabularies_in_cache_and_large_ones_in_big_chunks():
+    assert lm_loss.chunk_rows("cpu", 4096) == 256  # the demo: 1M fp32 logits a chunk
+    assert lm_loss.chunk_rows("cpu", 51200) == lm_loss.CPU_MIN_ROWS  # phi-1: not 20 rows
+    assert lm_loss.chunk_rows("cpu", 8192) == 128
+    assert lm_loss.chunk_rows("cuda", 51200) == (1 << 25) // 51200  # GPUs unchanged
+    assert lm_loss.chunk_rows("cpu", 1 << 30) == lm_loss.CPU_MIN_ROWS
+
+
+def test_evaluation_does_no_gradient_work_and_no_position_without_target_is_scored():
+    """Under no_grad only the head's matmul runs (an autograd.Function still sees
+    needs_input_grad = True there, so the fused loss must not go through it)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, head, labels = _case(rows=40, hidden=16, vocab=64)
+    targets = int((labels[0, 1:] != IGNORE).sum())  # 31 of 40 positions predict a target
+    one_matmul = 2 * targets * 16 * 64  # on a CPU, positions without a target get no logits
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        loss_sum(h, labels, head)
+    assert counter.get_total_flops() == one_matmul
+    with FlopCounterMode(display=False) as counter:
+        loss_sum(h, labels, head)
+    assert counter.get_total_flops() == 3 * one_matmul  # training: logits, grad of hidden, grad of weight
