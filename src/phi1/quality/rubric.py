@@ -42,6 +42,7 @@ import re
 import sys
 import tokenize
 from dataclasses import dataclass
+from typing import Sequence
 
 RUBRIC_ID = "heuristic-v1"
 
@@ -68,14 +69,16 @@ def score_code(text: str, size: int | None = None) -> RubricScore:
         # Not Python (or not parseable): only layout says anything; cap at 1.
         parts = {"data": _data_score(text, None), "length": _length_score(total_lines)}
         return RubricScore(round(min(1.0, 0.5 * parts["data"] + 0.5 * parts["length"]), 2), parts)
+    nodes = list(ast.walk(tree))  # one traversal, shared by the criteria
+    defs = [n for n in nodes if isinstance(n, _DEFS)]
     parts = {
-        "documentation": _documentation_score(tree, text),
-        "structure": _structure_score(tree),
-        "imports": _imports_score(tree),
-        "data": _data_score(text, tree),
-        "examples": _examples_score(tree),
+        "documentation": _documentation_score(tree, text, defs),
+        "structure": _structure_score(tree, nodes),
+        "imports": _imports_score(nodes),
+        "data": _data_score(text, tree, nodes, defs),
+        "examples": _examples_score(tree, defs),
         "length": _length_score(total_lines),
-        "names": _names_score(tree),
+        "names": _names_score(nodes),
     }
     points = _points(parts)
     return RubricScore(round(min(5.0, max(0.0, sum(points))), 2), {k: round(v, 3) for k, v in parts.items()})
@@ -123,8 +126,7 @@ def _parse_prefix(text: str, tries: int = 8) -> ast.Module | None:
     return None
 
 
-def _defs(tree: ast.AST) -> list[ast.AST]:
-    return [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 
 
 def _clamp(x: float) -> float:
@@ -157,8 +159,8 @@ def _comment_lines(text: str) -> tuple[int, int]:
     return len(comments), max(1, len(code - comments))
 
 
-def _documentation_score(tree: ast.Module, text: str) -> float:
-    defs = [d for d in _defs(tree) if not d.name.startswith("__") or d.name == "__init__"]
+def _documentation_score(tree: ast.Module, text: str, all_defs: list[ast.AST]) -> float:
+    defs = [d for d in all_defs if not d.name.startswith("__") or d.name == "__init__"]
     documented = sum(1 for d in defs if ast.get_docstring(d))
     module_doc = 1.0 if ast.get_docstring(tree) else 0.0
     coverage = documented / len(defs) if defs else module_doc
@@ -167,7 +169,7 @@ def _documentation_score(tree: ast.Module, text: str) -> float:
     return 0.2 * module_doc + 0.5 * coverage + 0.3 * density
 
 
-def _structure_score(tree: ast.Module) -> float:
+def _structure_score(tree: ast.Module, nodes: list[ast.AST]) -> float:
     top = tree.body
     if not top:
         return 0.0
@@ -184,7 +186,7 @@ def _structure_score(tree: ast.Module) -> float:
             continue
         loose += 1
     has_units = 1.0 if units else 0.0
-    funcs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    funcs = [n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     if funcs:
         mean_len = sum((f.end_lineno or f.lineno) - f.lineno + 1 for f in funcs) / len(funcs)
         size_ok = 1.0 - _ramp(mean_len, 15, 60)
@@ -231,9 +233,9 @@ def _is_small_constant(node: ast.AST | None) -> bool:
     return False
 
 
-def _imports_score(tree: ast.Module) -> float:
+def _imports_score(nodes: list[ast.AST]) -> float:
     modules: list[tuple[str, int]] = []
-    for n in ast.walk(tree):
+    for n in nodes:
         if isinstance(n, ast.Import):
             modules += [(a.name.split(".")[0], 0) for a in n.names]
         elif isinstance(n, ast.ImportFrom):
@@ -249,13 +251,13 @@ def _imports_score(tree: ast.Module) -> float:
 _NUMBER = re.compile(r"\b\d+(?:\.\d+)?\b")
 
 
-def _data_score(text: str, tree: ast.Module | None) -> float:
+def _data_score(text: str, tree: ast.Module | None, nodes: Sequence[ast.AST] = (), defs: Sequence[ast.AST] = ()) -> float:
     lines = text.splitlines() or [""]
     table_lines = 0
     if tree is not None:
-        docstrings = {id(d.body[0].value) for d in [tree, *_defs(tree)]
+        docstrings = {id(d.body[0].value) for d in [tree, *defs]
                       if d.body and isinstance(d.body[0], ast.Expr) and isinstance(d.body[0].value, ast.Constant)}
-        for n in ast.walk(tree):
+        for n in nodes:
             if isinstance(n, (ast.List, ast.Tuple, ast.Set, ast.Dict)):
                 elts = n.keys if isinstance(n, ast.Dict) else n.elts
                 consts = sum(1 for e in elts if isinstance(e, ast.Constant))
@@ -284,16 +286,16 @@ def _length_score(n_lines: int) -> float:
     return max(0.2, 1.0 - _ramp(n_lines, 400, 2000) * 0.8)
 
 
-def _examples_score(tree: ast.Module) -> float:
+def _examples_score(tree: ast.Module, defs: list[ast.AST]) -> float:
     """Does the file show its code in use: doctest examples, or a main block?"""
-    doctests = sum(1 for d in [tree, *_defs(tree)] if ">>>" in (ast.get_docstring(d) or ""))
+    doctests = sum(1 for d in [tree, *defs] if ">>>" in (ast.get_docstring(d) or ""))
     main = any(isinstance(n, ast.If) and "__name__" in ast.dump(n.test) for n in tree.body)
     return _clamp(0.5 * main + 0.5 * min(1.0, doctests / 2) + (0.5 if doctests and main else 0.0))
 
 
-def _names_score(tree: ast.Module) -> float:
+def _names_score(nodes: list[ast.AST]) -> float:
     names: list[str] = []
-    for n in ast.walk(tree):
+    for n in nodes:
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.append(n.name)
         elif isinstance(n, ast.arg) and n.arg not in ("self", "cls"):
