@@ -140,3 +140,29 @@ def test_evaluation_does_no_gradient_work_and_no_position_without_target_is_scor
     with FlopCounterMode(display=False) as counter:
         loss_sum(h, labels, head)
     assert counter.get_total_flops() == 3 * one_matmul  # training: logits, grad of hidden, grad of weight
+
+
+def test_residual_in_compute_dtype_changes_only_autocast_runs():
+    from phi1.model.presets import residual_in_compute_dtype
+
+    shape = resolve_shape(ModelConfig(preset="nano"), 32)
+    torch.manual_seed(0)
+    model = build_model(phi_config(shape, 448)).eval()
+    ids = torch.randint(0, 448, (2, 32))
+    seen = []
+    model.model.layers[0].register_forward_pre_hook(lambda m, args, kwargs: seen.append(args[0].dtype if args
+                                                                                       else kwargs["hidden_states"].dtype),
+                                                    with_kwargs=True)
+    with torch.no_grad():
+        fp32_before = model(input_ids=ids).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16_before = model(input_ids=ids).logits.float()
+        residual_in_compute_dtype(model)
+        residual_in_compute_dtype(model)  # once only
+        fp32_after = model(input_ids=ids).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16_after = model(input_ids=ids).logits.float()
+    assert seen == [torch.float32, torch.float32, torch.float32, torch.bfloat16]
+    assert torch.equal(fp32_before, fp32_after)  # without autocast: untouched
+    assert len(model.model.embed_tokens._forward_hooks) == 1
+    assert torch.allclose(bf16_after, bf16_before, atol=0.1), (bf16_after - bf16_before).abs().max()

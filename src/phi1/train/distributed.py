@@ -152,12 +152,13 @@ def parallelize(model: torch.nn.Module, env: DistEnv, cfg: Any, param_dtype: tor
     in (bf16 mixed precision without autocast); gradients are reduced in fp32.
     """
     from phi1.model.attention import use_bmm_attention
-    from phi1.model.presets import fuse_activations, rotary_in_compute_dtype
+    from phi1.model.presets import fuse_activations, residual_in_compute_dtype, rotary_in_compute_dtype
     from phi1.train.lm_loss import defer_lm_head
 
     use_bmm_attention(model)  # short-context CPU training: attention as two bmms (faster backward than SDPA's)
     fuse_activations(model)  # the same GELU as one kernel (training only; checkpoints keep gelu_new)
     rotary_in_compute_dtype(model)  # bf16 rotary under autocast, as in a bf16 model
+    residual_in_compute_dtype(model)  # and a bf16 residual stream
     defer_lm_head(model)  # the forward ends at the hidden states; `lm_loss.loss_sum` applies the head
     if cfg.activation_checkpointing:
         # Non-reentrant checkpointing of each decoder layer (transformers'
