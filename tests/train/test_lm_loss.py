@@ -166,3 +166,34 @@ def test_residual_in_compute_dtype_changes_only_autocast_runs():
     assert torch.equal(fp32_before, fp32_after)  # without autocast: untouched
     assert len(model.model.embed_tokens._forward_hooks) == 1
     assert torch.allclose(bf16_after, bf16_before, atol=0.1), (bf16_after - bf16_before).abs().max()
+
+
+@pytest.mark.parametrize("select_rows", [True, False])  # the CPU path, and the masked path GPUs take
+def test_both_row_paths_equal_the_unfused_loss_in_value_and_gradients(select_rows):
+    from phi1.train.lm_loss import chunked_loss
+
+    h, head, labels = _case(rows=50, hidden=16, vocab=40, seed=3)
+    targets = torch.nn.functional.pad(labels[0, 1:], (0, 1), value=IGNORE)
+    flat = h.detach().reshape(-1, 16).requires_grad_()
+    want = logits_loss_sum(head(flat)[None], labels)
+    want.backward()
+    total, gh, gw, gb = chunked_loss(flat.detach(), head.weight, head.bias, targets, torch.float32, 7,
+                                     (True, True, True), select_rows=select_rows)
+    assert total.item() == pytest.approx(want.item(), rel=1e-6)
+    assert torch.allclose(gh, flat.grad, atol=1e-6) and torch.allclose(gw, head.weight.grad, atol=1e-5)
+    assert torch.allclose(gb, head.bias.grad, atol=1e-5)
+    assert gh[targets == IGNORE].abs().max() == 0  # rows without a target get no gradient
+
+
+def test_a_target_the_model_all_but_rules_out_keeps_an_exact_finite_loss():
+    """-log(p) underflows when p < ~1e-38 in fp32: such rows fall back to log-sum-exp."""
+    head = torch.nn.Linear(4, 3, bias=False)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[100.0, 0, 0, 0], [0, 0, 0, 0], [-100.0, 0, 0, 0]]))
+    h = torch.tensor([[[1.0, 0, 0, 0], [1.0, 0, 0, 0]]], requires_grad=True)
+    labels = torch.tensor([[0, 2]])  # position 0 predicts class 2: logit -100 against +100
+    got = loss_sum(h, labels, head)
+    want = logits_loss_sum(head(h), labels)
+    assert torch.isfinite(got) and got.item() == pytest.approx(want.item(), rel=1e-6)  # ~200
+    got.backward()
+    assert torch.isfinite(h.grad).all()

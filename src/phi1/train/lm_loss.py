@@ -102,9 +102,12 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 def chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
-                 dtype: torch.dtype, chunk: int, need: tuple[bool, bool, bool]) -> tuple[Any, Any, Any, Any]:
+                 dtype: torch.dtype, chunk: int, need: tuple[bool, bool, bool],
+                 select_rows: bool | None = None) -> tuple[Any, Any, Any, Any]:
     """The summed loss, and the gradients of hidden, weight and bias where
-    ``need`` asks for them (else None): the work of `LinearCrossEntropy`."""
+    ``need`` asks for them (else None): the work of `LinearCrossEntropy`.
+    ``select_rows``: compute logits only for rows with a target (default: on
+    a CPU; on a GPU finding them would wait for the device every step)."""
     with torch.no_grad():
         need_h, need_w, need_b = need
         h_all = hidden.to(dtype)
@@ -112,10 +115,9 @@ def chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         b = bias.to(dtype) if bias is not None else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         rows = None
-        if hidden.device.type == "cpu":
+        if select_rows if select_rows is not None else hidden.device.type == "cpu":
             # Only positions with a target get logits: finetuning scores the solution tokens
-            # only (and skips padding), so most rows can go. (Not on GPUs: finding the rows
-            # would wait for the device every step.)
+            # only (and skips padding), so most rows can go.
             rows = (targets != IGNORE).nonzero().squeeze(1)
             h, targets = h_all.index_select(0, rows), targets.index_select(0, rows)
         else:
@@ -123,20 +125,16 @@ def chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         grad_h = torch.empty_like(h) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(weight.size(0), dtype=torch.float32, device=weight.device) if need_b else None
+        grads = need_h or need_w or need_b
         for start in range(0, h.size(0), chunk):
             hc, t = h[start:start + chunk], targets[start:start + chunk]
-            logits = F.linear(hc, w, b).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            valid = t != IGNORE
-            safe = torch.where(valid, t, 0)
-            picked = logits.gather(1, safe[:, None]).squeeze(1)
-            total += torch.where(valid, lse - picked, 0.0).sum()
-            if grad_h is None and grad_w is None and grad_b is None:
+            if rows is not None:  # every row has a target
+                loss, g = _selected_rows_chunk(F.linear(hc, w, b), t, grads)
+            else:
+                loss, g = _masked_chunk(F.linear(hc, w, b).float(), t, grads)
+            total += loss
+            if g is None:
                 continue
-            # d loss / d logits = softmax - one_hot(target), zero on ignored rows (in place on the logits)
-            g = logits.sub_(lse[:, None]).exp_()
-            g[torch.arange(g.size(0), device=g.device), safe] -= 1.0
-            g.mul_(valid[:, None])
             gd = g.to(dtype)
             if grad_h is not None:
                 grad_h[start:start + chunk] = gd @ w
@@ -147,6 +145,45 @@ def chunked_loss(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
         if grad_h is not None and rows is not None:
             grad_h = torch.zeros_like(h_all).index_copy_(0, rows, grad_h)
     return total, grad_h, grad_w, grad_b
+
+
+# Below this probability of the target, -log(p) loses precision (fp32 denormals, then 0):
+# such rows get their loss from the log-sum-exp instead.
+_TINY_P = 1e-30
+
+
+def _selected_rows_chunk(logits: torch.Tensor, t: torch.Tensor, grad: bool) -> tuple[torch.Tensor, Any]:
+    """Loss sum and d loss / d logits (fp32) of a chunk whose every row has a
+    target: one softmax in fp32 gives both (the loss is -log p[target]; the
+    gradient is p minus the one-hot target), a third of the element-wise
+    passes of log-sum-exp, subtract and exp."""
+    p = torch.softmax(logits, dim=-1, dtype=torch.float32)
+    rows = torch.arange(p.size(0), device=p.device)
+    pt = p[rows, t]
+    loss = -torch.log(pt)
+    tiny = (pt < _TINY_P).nonzero().squeeze(1)
+    if tiny.numel():  # a target the model all but rules out: exact from the logits
+        lg = logits.index_select(0, tiny).float()
+        loss[tiny] = torch.logsumexp(lg, dim=-1) - lg.gather(1, t[tiny][:, None]).squeeze(1)
+    if not grad:
+        return loss.sum(), None
+    p[rows, t] = pt - 1.0
+    return loss.sum(), p
+
+
+def _masked_chunk(logits: torch.Tensor, t: torch.Tensor, grad: bool) -> tuple[torch.Tensor, Any]:
+    """Loss sum and d loss / d logits of a chunk where rows whose target is
+    `IGNORE` count for nothing (in place on the fp32 ``logits``)."""
+    lse = torch.logsumexp(logits, dim=-1)
+    valid = t != IGNORE
+    safe = torch.where(valid, t, 0)
+    picked = logits.gather(1, safe[:, None]).squeeze(1)
+    loss = torch.where(valid, lse - picked, 0.0).sum()
+    if not grad:
+        return loss, None
+    g = logits.sub_(lse[:, None]).exp_()  # softmax
+    g[torch.arange(g.size(0), device=g.device), safe] -= 1.0
+    return loss, g.mul_(valid[:, None])
 
 
 def loss_sum(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Linear) -> torch.Tensor:
