@@ -5,7 +5,9 @@ Skipped only where no Chromium is installed (`make setup` installs it as root).
 
 from __future__ import annotations
 
+import os
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +50,10 @@ def test_the_per_task_table_sorts_by_a_clicked_column(fixture_report):
         b.evaluate(header)  # descending
         assert b.evaluate(first) == "HumanEval/19"
         assert b.console_errors == []
+    # closed: the browser's whole process group is gone and so is its profile
+    with pytest.raises(ProcessLookupError):
+        os.killpg(b.proc.pid, 0)
+    assert not Path(b._profile.name).exists()
 
 
 def test_the_check_sees_what_is_wrong_with_a_page(tmp_path):
